@@ -1,0 +1,115 @@
+"""Turn what the user has (a module, an ExportedProgram, a .pt2 file, "pkg.mod:factory") into core ATen."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.export import ExportedProgram
+
+from delegate_sdk.errors import CaptureError, UsageError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_op(name: str) -> Any:
+    """``"aten.linear.default"`` -> ``torch.ops.aten.linear.default``; UsageError if there is no such op."""
+    parts = name.split(".")
+    if len(parts) == 2:
+        parts.append("default")
+    if len(parts) != 3:
+        raise UsageError(f"op name {name!r} must look like aten.linear.default")
+    try:
+        return getattr(getattr(getattr(torch.ops, parts[0]), parts[1]), parts[2])
+    except (AttributeError, RuntimeError):
+        raise UsageError(f"no such op: {name}") from None
+
+
+def capture(model: Any, example_inputs: tuple[Any, ...] | None, *, dynamic_shapes: Any = None,
+            keep_ops: Iterable[str] = ()) -> ExportedProgram:
+    """Export ``model`` and decompose it to core ATen, keeping ``keep_ops`` whole."""
+    if isinstance(model, ExportedProgram):
+        ep = model
+    elif isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            raise UsageError("example_inputs are required to capture an nn.Module")
+        args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        for k, a in enumerate(args):
+            if not isinstance(a, torch.Tensor):
+                raise UsageError(f"example input #{k} is a {type(a).__name__}; only tensor inputs are supported")
+        model = model.eval()
+        try:
+            ep = torch.export.export(model, args, dynamic_shapes=dynamic_shapes, strict=False)
+        except Exception as e:  # torch.export's own errors are long; keep the first line and say what failed
+            raise CaptureError(f"torch.export could not capture {type(model).__name__}: "
+                               f"{_first_line(e)}") from e
+    else:
+        raise UsageError(f"model must be an nn.Module or a torch.export.ExportedProgram, not {type(model).__name__}")
+    table = torch.export.default_decompositions()
+    for name in keep_ops:
+        table.pop(resolve_op(name), None)
+    try:
+        return ep.run_decompositions(table)
+    except Exception as e:
+        raise CaptureError(f"decomposing the exported program to core ATen failed: {_first_line(e)}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
+def load_model_ref(ref: str) -> tuple[Any, tuple[Any, ...], Any]:
+    """A CLI MODEL argument -> (module or ExportedProgram, example inputs, dynamic_shapes).
+
+    ``path.pt2`` is read with ``torch.export.load``; ``package.module:callable``
+    is imported and called, and must return ``(module, example_inputs)`` or
+    ``(module, example_inputs, dynamic_shapes)``.
+    """
+    if ref.endswith(".pt2") or Path(ref).is_file():
+        path = Path(ref)
+        if not path.is_file():
+            raise UsageError(f"model file not found: {ref}")
+        try:
+            ep = torch.export.load(str(path))
+        except Exception as e:
+            raise CaptureError(f"{ref} is not a .pt2 file written by torch.export.save: {_first_line(e)}") from e
+        return ep, example_inputs_of(ep), None
+    if ":" not in ref:
+        raise UsageError(f"MODEL must be a .pt2 file or package.module:callable, got {ref!r}")
+    mod_name, _, attr = ref.partition(":")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # let `delegate-sdk lower mymodels:make` find modules in the working directory
+    try:
+        obj: Any = importlib.import_module(mod_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise UsageError(f"cannot import {ref}: {e}") from None
+    try:
+        made = obj()
+    except Exception as e:
+        raise CaptureError(f"{ref}() raised {_first_line(e)}") from e
+    if not isinstance(made, tuple) or len(made) not in (2, 3):
+        raise UsageError(f"{ref}() must return (module, example_inputs) or (module, example_inputs, dynamic_shapes)")
+    module, inputs = made[0], made[1]
+    inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    return module, inputs, made[2] if len(made) == 3 else None
+
+
+def example_inputs_of(ep: ExportedProgram) -> tuple[torch.Tensor, ...]:
+    """The example inputs stored with a program, or deterministic tensors matching its signature."""
+    stored = getattr(ep, "example_inputs", None)
+    if stored is not None:
+        args, kwargs = stored
+        if not kwargs and all(isinstance(a, torch.Tensor) for a in args):
+            return tuple(args)
+    from delegate_sdk.signature import input_signature
+
+    gen = torch.Generator().manual_seed(0)
+    return tuple(spec.example(gen) for spec in input_signature(ep))

@@ -1,0 +1,190 @@
+"""The delegate-sdk plugin contract.
+
+A *delegate plugin* teaches the SDK to run part of a PyTorch model on one
+backend. It is a module or object whose functions are marked with
+``delegate_sdk.hookimpl`` and whose names match the hooks below; it is found
+through the ``delegate_sdk`` entry-point group, and its entry-point name is its
+backend name::
+
+    # pyproject.toml of your plugin
+    [project.entry-points.delegate_sdk]
+    mybackend = "delegate_sdk_mybackend.plugin"
+
+    # delegate_sdk_mybackend/plugin.py
+    from delegate_sdk import hookimpl, BackendInfo, Claims, CompiledDelegate
+
+    @hookimpl
+    def describe() -> BackendInfo: ...
+
+The core calls each *backend hook* only on the plugin that owns the backend in
+question, so an implementation never checks "is this call for me?". A hook
+implementation may accept fewer arguments than the spec lists (pluggy passes
+only those it names); a misspelled hook or argument name is rejected when the
+plugin is loaded.
+
+Required hooks: ``describe``, ``claim``, ``preprocess``, ``init``, ``execute``.
+Optional: ``destroy``, ``reference_execute``, ``conformance_cases``.
+
+Lifecycle of one model::
+
+    describe()                                   # at discovery, and for `delegate-sdk plugins`
+    claim(program, nodes, options)               # which nodes you take, and why not the others
+    preprocess(program, options, calibration)    # once per partition you won: compile to a blob
+    ... the core writes the blob into the artifact; later, maybe on another machine ...
+    init(blob, meta, options) -> handle          # once per partition, at load
+    execute(handle, inputs) -> outputs           # once per call of the program
+    destroy(handle)                              # when the program is dropped
+
+Options: every hook that takes ``options`` receives a ``dict`` already
+validated by the core against the ``OptionSpec`` list from ``describe``, with
+defaults filled in. It always contains ``"precision"``, one of
+``BackendInfo.precisions``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+    from torch.export import ExportedProgram
+
+    from delegate_sdk.types import BackendInfo, Claims, CompiledDelegate
+
+PROJECT = "delegate_sdk"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec(firstresult=True)
+def describe() -> BackendInfo:
+    """Say who you are and whether you can run here.
+
+    Return a :class:`~delegate_sdk.types.BackendInfo`. Keep it cheap: it is
+    called at discovery and by ``delegate-sdk plugins``; do not compile or load
+    models. When your toolchain is missing or the host is wrong, return
+    ``available=False`` with an ``unavailable_reason`` the user can act on
+    (``"onnxruntime-qnn is not installed: pip install delegate-sdk-qnn"``),
+    rather than raising.
+
+    ``blob_format_version`` is the version of the blobs you emit now;
+    ``loadable_format_versions`` the inclusive range your runtime can still
+    load. The core refuses to load an artifact whose blob is outside that
+    range, with a clear error, so ``init`` never sees one.
+
+    ``keep_ops`` lists core ATen op names (``"aten.linear.default"``) that you
+    would rather see whole than decomposed; the core keeps them in the graph
+    it hands to ``claim``. Ops you keep but then refuse run on eager PyTorch.
+    """
+
+
+@hookspec(firstresult=True)
+def claim(program: ExportedProgram, nodes: list[torch.fx.Node], options: dict[str, Any]) -> Claims:
+    """Decide which of ``nodes`` your backend takes.
+
+    ``program`` is the whole model as a core-ATen ``ExportedProgram`` (read
+    it, never modify it). ``nodes`` are the candidate ``call_function`` nodes of
+    ``program.graph`` that no higher-priority backend took; each has
+    ``node.meta["val"]`` (a fake tensor, or a tuple of them) giving dtype and
+    shape. Use :mod:`delegate_sdk.support` to tell weights (constants) from
+    activations.
+
+    Return :class:`~delegate_sdk.types.Claims` that names every candidate
+    exactly once: in ``claimed``, or in ``refused`` with a
+    :class:`~delegate_sdk.types.ReasonCode` and a sentence
+    (``"conv kernel 9x9 exceeds the 8x8 limit"``). The user sees these
+    reasons in ``delegate-sdk inspect``.
+
+    Claim a node only if ``preprocess`` will compile it at
+    ``options["precision"]`` whatever neighbours it ends up with: the core
+    cuts your claimed nodes into cycle-free partitions, and a partition you
+    then fail to compile is reported as a contract failure, not a fallback.
+    """
+
+
+@hookspec(firstresult=True)
+def preprocess(program: ExportedProgram, options: dict[str, Any],
+               calibration: list[tuple[torch.Tensor, ...]] | None) -> CompiledDelegate:
+    """Compile one partition into an opaque blob.
+
+    ``program`` is a self-contained ``ExportedProgram`` holding only nodes you
+    claimed. Its user inputs are the tensors that cross into the partition, in
+    the order ``execute`` will receive them; weights and constants used only
+    inside the partition are its parameters/buffers/constants, yours to bake
+    into the blob. Its outputs are what ``execute`` must return, in order.
+
+    ``calibration`` is ``None`` for float precisions. For quantized precisions
+    it is a list of input tuples for *this partition* (same order as the user
+    inputs), captured by the core from eager runs of the user's calibration
+    data; use it to choose activation ranges.
+
+    Return a :class:`~delegate_sdk.types.CompiledDelegate`. ``meta`` must be
+    JSON-serialisable (it is stored in the artifact and handed back to
+    ``init``); report each output's quantization in ``output_quant`` for
+    quantized precisions (conformance judges errors in those steps), and your
+    toolchain's performance estimate in ``perf`` when it has one.
+
+    Raise any exception to fail; the core reports it naming your plugin and
+    the partition. Write temporary files under a ``tempfile`` directory you
+    remove, never the working directory; log through ``logging``, never print.
+    """
+
+
+@hookspec(firstresult=True)
+def init(blob: bytes, meta: dict[str, Any], options: dict[str, Any]) -> Any:
+    """Load a compiled blob and return a handle (any object) for ``execute``.
+
+    Called once per partition when a program is lowered or loaded, possibly in
+    another process or on another machine than ``preprocess`` ran; only your
+    runtime may be installed there, not your compiler. ``meta`` is what
+    ``preprocess`` returned.
+    """
+
+
+@hookspec(firstresult=True)
+def execute(handle: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Run a loaded blob.
+
+    ``inputs`` are exactly the partition's user inputs (dtype and shape already
+    checked by the core), possibly non-contiguous. Return a list with one
+    tensor per partition output, with the dtype and shape of that output; the
+    core checks this and reports a contract failure otherwise. Do not return
+    tensors that alias your internal buffers if you reuse them across calls.
+
+    Unless ``BackendInfo.thread_safe`` is true, the core never calls
+    ``execute`` on one handle from two threads at once.
+    """
+
+
+@hookspec(firstresult=True)
+def destroy(handle: Any) -> None:
+    """Release a handle returned by ``init``. Optional."""
+
+
+@hookspec(firstresult=True)
+def reference_execute(blob: bytes, meta: dict[str, Any], options: dict[str, Any],
+                      inputs: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """Run the same quantized computation on a trusted CPU reference. Optional.
+
+    For quantized precisions, conformance compares your delegate against eager
+    PyTorch in output quantization steps. When you can run the *quantized*
+    model on a reference implementation (e.g. a QDQ model on the ONNX Runtime
+    CPU provider), return its outputs here: conformance then separates
+    quantization error (reference vs eager) from backend error (delegate vs
+    reference). Return ``None`` when you have no reference for this blob.
+    """
+
+
+@hookspec
+def conformance_cases() -> list[Any]:
+    """Extra conformance cases your backend contributes. Optional.
+
+    Return a list of ``delegate_sdk.conformance.cases.OpCase`` /
+    ``ModelCase`` objects; ``delegate-sdk conform --plugin <you>`` runs them
+    beside the built-in corpus (case ids must not collide with built-in ones;
+    prefix them with your backend name). Called only on the plugin under
+    test.
+    """

@@ -1,0 +1,312 @@
+"""From a model to a Program: capture, claim, partition, calibrate, preprocess, assemble."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+
+from delegate_sdk.capture import capture
+from delegate_sdk.errors import ContractError, FallbackError, PluginError, UsageError
+from delegate_sdk.graph_ir import build_outer_graph
+from delegate_sdk.inspect_report import InspectReport, NodePlacement, PartitionPlanInfo
+from delegate_sdk.options import validate_options
+from delegate_sdk.partition import PartitionPlan, plan_partitions
+from delegate_sdk.program import FallbackNode, Program, _Parts
+from delegate_sdk.registry import Backend, Registry, default_registry
+from delegate_sdk.runtime import DelegateRecord
+from delegate_sdk.signature import input_signature
+from delegate_sdk.subgraph import Subgraph, build_dep_graph, extract
+from delegate_sdk.support import op_name
+from delegate_sdk.types import CompiledDelegate, ReasonCode, TensorSpec, is_quantized
+
+log = logging.getLogger(__name__)
+
+_WEIGHT_KINDS = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
+
+
+@dataclass
+class _Session:
+    ep: ExportedProgram
+    backends: list[Backend]
+    options: dict[str, dict[str, Any]]
+    plan: PartitionPlan
+    nodes: dict[str, torch.fx.Node]
+
+
+def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict[str, dict[str, Any]] | None,
+             dynamic_shapes: Any, registry: Registry, skip_ops: Iterable[str], skip_nodes: Iterable[str],
+             min_partition_size: int) -> _Session:
+    if isinstance(backends, str):
+        backends = [b.strip() for b in backends.split(",") if b.strip()]
+    if not backends:
+        raise UsageError("give at least one backend")
+    if len(set(backends)) != len(backends):
+        raise UsageError(f"backend listed twice: {backends}")
+    if min_partition_size < 1:
+        raise UsageError("min_partition_size must be at least 1")
+    options = dict(options or {})
+    stray = [k for k in options if k not in backends]
+    if stray:
+        raise UsageError(f"options given for {stray[0]!r}, which is not among the backends {backends}")
+    chosen = [registry.get(b) for b in backends]
+    infos = [b.require_available() for b in chosen]
+    opts = {b.name: validate_options(info, options.get(b.name)) for b, info in zip(chosen, infos)}
+    keep_ops = sorted({op for info in infos for op in info.keep_ops})
+    ep = capture(model, example_inputs, dynamic_shapes=dynamic_shapes, keep_ops=keep_ops)
+    _reject_mutations(ep)
+    dep, nodes = build_dep_graph(ep, skip_ops=skip_ops, skip_nodes=skip_nodes)
+    by_name = {n.name: n for n in nodes}
+
+    def claim(backend_name: str, candidates: list[str]) -> Any:
+        backend = registry.get(backend_name)
+        before = _fingerprint(ep)
+        try:
+            result = backend.hook.call("claim", program=ep, nodes=[by_name[c] for c in candidates],
+                                       options=dict(opts[backend_name]))
+        except Exception as e:
+            raise PluginError(backend_name, "claim", f"{type(e).__name__}: {e}") from e
+        if _fingerprint(ep) != before:
+            raise ContractError(backend_name, "claim", "modified the program it was asked to inspect")
+        return result
+
+    plan = plan_partitions(dep, [b.name for b in chosen], claim, min_partition_size=min_partition_size)
+    return _Session(ep, chosen, opts, plan, by_name)
+
+
+def _fingerprint(ep: ExportedProgram) -> tuple[Any, ...]:
+    return tuple((n.name, str(n.target), len(n.args), len(n.users)) for n in ep.graph.nodes)
+
+
+def _reject_mutations(ep: ExportedProgram) -> None:
+    for spec in ep.graph_signature.output_specs:
+        if spec.kind != OutputKind.USER_OUTPUT:
+            raise UsageError(f"the model mutates state ({spec.kind.name.lower()} of {spec.target}); call "
+                             "model.eval() and remove in-place updates of buffers or inputs before lowering")
+
+
+def _placements(s: _Session) -> tuple[list[NodePlacement], dict[str, str]]:
+    backend_of = {p.id: p.backend for p in s.plan.partitions}
+    out = []
+    for name, node in s.nodes.items():
+        pid = s.plan.placement.get(name)
+        out.append(NodePlacement(name, op_name(node), pid, backend_of.get(pid) if pid else None,
+                                 list(s.plan.fallback.get(name, []))))
+    return out, backend_of
+
+
+def _fallback_nodes(s: _Session) -> list[FallbackNode]:
+    return [FallbackNode(name, op_name(s.nodes[name]), list(reasons)) for name, reasons in s.plan.fallback.items()]
+
+
+def _check_strict(s: _Session) -> None:
+    real = [(n, r) for n, r in s.plan.fallback.items() if not any(x.code == ReasonCode.HOST for x in r)]
+    if not real:
+        return
+    lines = []
+    for name, reasons in real[:20]:
+        why = "; ".join(f"{r.backend}: {r.code.value}: {r.message}" for r in reasons) or "no reason"
+        lines.append(f"{name} ({op_name(s.nodes[name])}): {why}")
+    more = f" (and {len(real) - 20} more)" if len(real) > 20 else ""
+    raise FallbackError(f"strict mode: {len(real)} node(s) would run on eager PyTorch{more}: " + " | ".join(lines))
+
+
+def inspect(model: Any, example_inputs: Any, backends: list[str], *,
+            options: dict[str, dict[str, Any]] | None = None, dynamic_shapes: Any = None,
+            skip_ops: Iterable[str] = (), skip_nodes: Iterable[str] = (), min_partition_size: int = 1,
+            estimate: bool = False, calibration: Any = None, registry: Registry | None = None) -> InspectReport:
+    """Who would take which node and why not. ``estimate=True`` also compiles each partition to report the
+    toolchain's performance estimate (``perf``) where the plugin gives one."""
+    registry = registry or default_registry()
+    s = _prepare(model, example_inputs, backends, options, dynamic_shapes, registry, skip_ops, skip_nodes,
+                 min_partition_size)
+    placements, _ = _placements(s)
+    perfs: dict[str, Any] = {}
+    if estimate and s.plan.partitions:
+        compiled, _ = _compile_all(s, example_inputs, calibration)
+        perfs = {pid: cd.perf for pid, (cd, _sub) in compiled.items()}
+    parts = [PartitionPlanInfo(p.id, p.backend, p.nodes, sorted({op_name(s.nodes[n]) for n in p.nodes}),
+                               perfs.get(p.id)) for p in s.plan.partitions]
+    return InspectReport([b.name for b in s.backends], placements, parts)
+
+
+def lower(model: Any, example_inputs: Any, backends: list[str], *,
+          options: dict[str, dict[str, Any]] | None = None, calibration: Any = None, dynamic_shapes: Any = None,
+          strict: bool = False, skip_ops: Iterable[str] = (), skip_nodes: Iterable[str] = (),
+          min_partition_size: int = 1, registry: Registry | None = None) -> Program:
+    registry = registry or default_registry()
+    s = _prepare(model, example_inputs, backends, options, dynamic_shapes, registry, skip_ops, skip_nodes,
+                 min_partition_size)
+    if strict:
+        _check_strict(s)
+    compiled, subgraphs = _compile_all(s, example_inputs, calibration)
+    return _assemble(s, compiled, subgraphs, registry)
+
+
+def _compile_all(s: _Session, example_inputs: Any, calibration: Any
+                 ) -> tuple[dict[str, tuple[CompiledDelegate, Subgraph]], dict[str, Subgraph]]:
+    subgraphs = {p.id: extract(s.ep, p.nodes) for p in s.plan.partitions}
+    quantized = {p.id for p in s.plan.partitions if is_quantized(s.options[p.backend]["precision"])}
+    calib: dict[str, list[tuple[torch.Tensor, ...]]] = {}
+    if quantized:
+        samples = _calibration_samples(calibration, example_inputs)
+        wanted = {pid: subgraphs[pid].inputs for pid in quantized}
+        calib = capture_boundaries(s.ep, samples, wanted)
+    compiled: dict[str, tuple[CompiledDelegate, Subgraph]] = {}
+    for p in s.plan.partitions:
+        sub = subgraphs[p.id]
+        backend = next(b for b in s.backends if b.name == p.backend)
+        log.info("compiling partition %s on %s (%d nodes)", p.id, p.backend, len(p.nodes))
+        try:
+            cd = backend.hook.call("preprocess", program=sub.program, options=dict(s.options[p.backend]),
+                                   calibration=calib.get(p.id))
+        except PluginError:
+            raise
+        except Exception as e:
+            raise PluginError(p.backend, "preprocess", f"{type(e).__name__}: {_short(e)}", p.id) from e
+        _check_compiled(p.backend, p.id, cd, sub, p.id in quantized)
+        compiled[p.id] = (cd, sub)
+    return compiled, subgraphs
+
+
+def _short(e: BaseException) -> str:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    text = lines[0] if lines else ""
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _check_compiled(backend: str, pid: str, cd: Any, sub: Subgraph, quantized: bool) -> None:
+    if not isinstance(cd, CompiledDelegate):
+        raise ContractError(backend, "preprocess", f"returned {type(cd).__name__}, expected CompiledDelegate", pid)
+    if not isinstance(cd.blob, (bytes, bytearray)):
+        raise ContractError(backend, "preprocess", f"blob is {type(cd.blob).__name__}, expected bytes", pid)
+    if not isinstance(cd.format_version, int) or not cd.format:
+        raise ContractError(backend, "preprocess", "format and an integer format_version are required", pid)
+    try:
+        json.dumps(cd.meta)
+        json.dumps(cd.op_counts)
+        json.dumps(cd.debug_map)
+    except (TypeError, ValueError) as e:
+        raise ContractError(backend, "preprocess", f"meta is not JSON-serialisable: {e}", pid) from None
+    n_out = len(sub.outputs)
+    if cd.output_quant and len(cd.output_quant) != n_out:
+        raise ContractError(backend, "preprocess", f"output_quant has {len(cd.output_quant)} entries for "
+                                                   f"{n_out} outputs", pid)
+    if quantized and not cd.output_quant:
+        raise ContractError(backend, "preprocess", "quantized precision but output_quant is empty; report each "
+                                                   "output's QuantParams (None for float outputs)", pid)
+
+
+def _calibration_samples(calibration: Any, example_inputs: Any) -> list[tuple[torch.Tensor, ...]]:
+    if calibration is None:
+        log.warning("quantized precision but no calibration data; calibrating on the example inputs only")
+        return [tuple(example_inputs)]
+    samples = []
+    for k, sample in enumerate(calibration):
+        sample = tuple(sample) if isinstance(sample, (tuple, list)) else (sample,)
+        if not all(isinstance(t, torch.Tensor) for t in sample):
+            raise UsageError(f"calibration sample #{k} must be a tuple of tensors")
+        samples.append(sample)
+    if not samples:
+        raise UsageError("calibration is empty")
+    return samples
+
+
+def _flat_args(ep: ExportedProgram, user_inputs: tuple[torch.Tensor, ...]) -> list[Any]:
+    args, it = [], iter(user_inputs)
+    for spec in ep.graph_signature.input_specs:
+        if spec.kind == InputKind.USER_INPUT:
+            args.append(next(it))
+        elif spec.kind == InputKind.CONSTANT_TENSOR or spec.target in ep.constants:
+            args.append(ep.constants[spec.target])
+        else:
+            args.append(ep.state_dict[spec.target])
+    return args
+
+
+def capture_boundaries(ep: ExportedProgram, samples: list[tuple[torch.Tensor, ...]],
+                       wanted: dict[str, list[str]]) -> dict[str, list[tuple[torch.Tensor, ...]]]:
+    """Run ``ep`` eagerly on each sample; per key, the tuple of values of the named nodes."""
+    names = {n for ns in wanted.values() for n in ns}
+    out: dict[str, list[tuple[torch.Tensor, ...]]] = {k: [] for k in wanted}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> Any:
+            v = super().run_node(n)
+            if n.name in names:
+                seen[n.name] = v.detach().clone() if isinstance(v, torch.Tensor) else v
+            return v
+
+    gm = ep.graph_module
+    for sample in samples:
+        seen: dict[str, Any] = {}
+        with torch.no_grad():
+            Recorder(gm).run(*_flat_args(ep, sample))
+        for key, ns in wanted.items():
+            out[key].append(tuple(seen[n] for n in ns))
+    return out
+
+
+def _tensor_spec(node: torch.fx.Node) -> TensorSpec:
+    val = node.meta.get("val")
+    shape = tuple(int(d) if isinstance(d, int) else str(d) for d in val.shape)
+    return TensorSpec(str(val.dtype).removeprefix("torch."), shape)
+
+
+def _assemble(s: _Session, compiled: dict[str, tuple[CompiledDelegate, Subgraph]], subgraphs: dict[str, Subgraph],
+              registry: Registry) -> Program:
+    ep = s.ep
+    all_nodes = {n.name: n for n in ep.graph.nodes}
+    records, blobs, index, io = [], [], {}, {}
+    for k, p in enumerate(s.plan.partitions):
+        cd, sub = compiled[p.id]
+        backend = registry.get(p.backend)
+        rec = DelegateRecord.from_compiled(
+            p.id, p.backend, backend.info().version, s.options[p.backend], cd, p.nodes,
+            sorted({op_name(s.nodes[n]) for n in p.nodes}),
+            [_tensor_spec(all_nodes[i]) for i in sub.inputs], [_tensor_spec(all_nodes[o]) for o in sub.outputs])
+        records.append(rec)
+        blobs.append(bytes(cd.blob))
+        index[p.id] = k
+        io[p.id] = (sub.inputs, sub.outputs)
+
+    user_inputs = [sp.arg.name for sp in ep.graph_signature.input_specs if sp.kind == InputKind.USER_INPUT]
+    weight_specs = {sp.arg.name: sp for sp in ep.graph_signature.input_specs if sp.kind in _WEIGHT_KINDS}
+    graph = build_outer_graph(ep.graph, user_inputs, [], s.plan.placement, io, index)
+    used = _referenced(graph)
+    weights = {}
+    for name, sp in weight_specs.items():
+        if name in used:
+            weights[name] = ep.constants[sp.target] if sp.target in ep.constants else ep.state_dict[sp.target]
+    graph.weights = list(weights)
+    parts = _Parts(graph, records, blobs, weights, input_signature(ep),
+                   pytree.treespec_dumps(ep.call_spec.out_spec), _fallback_nodes(s), s.plan.nodes_total)
+    return Program(parts, registry, {pid: sg.program for pid, sg in subgraphs.items()})
+
+
+def _referenced(graph: Any) -> set[str]:
+    out: set[str] = set()
+
+    def walk(a: Any) -> None:
+        if isinstance(a, dict):
+            if "ref" in a and len(a) == 1:
+                out.add(a["ref"])
+            else:
+                for v in a.values():
+                    walk(v)
+        elif isinstance(a, list):
+            for v in a:
+                walk(v)
+
+    for n in graph.nodes:
+        walk(n.args)
+        walk(n.kwargs)
+    walk(graph.outputs)
+    return out

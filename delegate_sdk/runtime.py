@@ -1,0 +1,164 @@
+"""Running a lowered program: delegate handles, the outer graph on eager PyTorch, input checks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from delegate_sdk.errors import ContractError, PluginError
+from delegate_sdk.graph_ir import Executor, OuterGraph
+from delegate_sdk.registry import Backend
+from delegate_sdk.signature import InputSpec, validate_inputs
+from delegate_sdk.types import CompiledDelegate, PerfEstimate, QuantParams, TensorSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DelegateRecord:
+    """One partition as stored in an artifact (the blob itself is stored beside it)."""
+
+    id: str
+    backend: str
+    plugin_version: str
+    format: str
+    format_version: int
+    options: dict[str, Any]
+    meta: dict[str, Any]
+    nodes: list[str]
+    ops: list[str]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    output_quant: list[QuantParams | None] = field(default_factory=list)
+    perf: PerfEstimate | None = None
+    op_counts: dict[str, int] = field(default_factory=dict)
+    debug_map: dict[str, list[str]] = field(default_factory=dict)
+    blob_sha256: str = ""
+    blob_size: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "backend": self.backend, "plugin_version": self.plugin_version,
+            "format": self.format, "format_version": self.format_version, "options": self.options,
+            "meta": self.meta, "nodes": self.nodes, "ops": self.ops,
+            "inputs": [t.to_json() for t in self.inputs], "outputs": [t.to_json() for t in self.outputs],
+            "output_quant": [q.to_json() if q else None for q in self.output_quant],
+            "perf": self.perf.to_json() if self.perf else None, "op_counts": self.op_counts,
+            "debug_map": self.debug_map, "blob_sha256": self.blob_sha256, "blob_size": self.blob_size,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DelegateRecord:
+        return cls(
+            d["id"], d["backend"], d["plugin_version"], d["format"], int(d["format_version"]), dict(d["options"]),
+            dict(d["meta"]), list(d["nodes"]), list(d["ops"]),
+            [TensorSpec.from_json(t) for t in d["inputs"]], [TensorSpec.from_json(t) for t in d["outputs"]],
+            [QuantParams.from_json(q) if q else None for q in d.get("output_quant", [])],
+            PerfEstimate.from_json(d["perf"]) if d.get("perf") else None, dict(d.get("op_counts", {})),
+            {k: list(v) for k, v in d.get("debug_map", {}).items()}, d.get("blob_sha256", ""),
+            int(d.get("blob_size", 0)),
+        )
+
+    @classmethod
+    def from_compiled(cls, pid: str, backend: str, version: str, options: dict[str, Any], cd: CompiledDelegate,
+                      nodes: list[str], ops: list[str], inputs: list[TensorSpec],
+                      outputs: list[TensorSpec]) -> DelegateRecord:
+        import hashlib
+
+        return cls(pid, backend, version, cd.format, cd.format_version, options, cd.meta, nodes, ops, inputs,
+                   outputs, list(cd.output_quant), cd.perf, dict(cd.op_counts), dict(cd.debug_map),
+                   hashlib.sha256(cd.blob).hexdigest(), len(cd.blob))
+
+
+class DelegateRuntime:
+    """A loaded delegate: its handle, created once, and a lock unless the plugin is thread safe."""
+
+    def __init__(self, backend: Backend, record: DelegateRecord, blob: bytes):
+        self.backend = backend
+        self.record = record
+        info = backend.info()
+        self._lock = nullcontext() if info.thread_safe else threading.Lock()
+        try:
+            self.handle = backend.hook.call("init", blob=blob, meta=record.meta, options=record.options)
+        except Exception as e:
+            raise PluginError(backend.name, "init", f"{type(e).__name__}: {e}", record.id) from e
+        self._closed = False
+
+    def __call__(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        try:
+            with self._lock:
+                out = self.backend.hook.call("execute", handle=self.handle, inputs=inputs)
+        except Exception as e:
+            raise PluginError(self.backend.name, "execute", f"{type(e).__name__}: {e}", self.record.id) from e
+        self._check(out)
+        return out
+
+    def _check(self, out: Any) -> None:
+        name, pid, want = self.backend.name, self.record.id, self.record.outputs
+        if not isinstance(out, (list, tuple)):
+            raise ContractError(name, "execute", f"returned {type(out).__name__}, expected a list of tensors", pid)
+        if len(out) != len(want):
+            raise ContractError(name, "execute", f"returned {len(out)} output(s), expected {len(want)}", pid)
+        for k, (t, spec) in enumerate(zip(out, want)):
+            if not isinstance(t, torch.Tensor):
+                raise ContractError(name, "execute", f"output {k} is {type(t).__name__}, not a tensor", pid)
+            dt = str(t.dtype).removeprefix("torch.")
+            if dt != spec.dtype:
+                raise ContractError(name, "execute", f"output {k} has dtype {dt}, expected {spec.dtype}", pid)
+            if t.dim() != len(spec.shape) or any(isinstance(d, int) and d != s for d, s in zip(spec.shape, t.shape)):
+                raise ContractError(name, "execute", f"output {k} has shape {list(t.shape)}, expected "
+                                                     f"{list(spec.shape)}", pid)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.backend.implements("destroy"):
+            try:
+                self.backend.hook.call("destroy", handle=self.handle)
+            except Exception:  # a failing destroy must not mask the caller's own error
+                log.warning("destroy of %s delegate %s failed", self.backend.name, self.record.id, exc_info=True)
+
+
+class ProgramRuntime:
+    """Executes the outer graph with delegate calls; safe to call from several threads."""
+
+    def __init__(self, graph: OuterGraph, delegates: list[DelegateRuntime], weights: dict[str, torch.Tensor],
+                 inputs: list[InputSpec]):
+        self.graph = graph
+        self.delegates = delegates
+        self.inputs = inputs
+        self._weights = {name: weights[name] for name in graph.weights}
+        self._trace: threading.local = threading.local()
+        self._executor = Executor(graph, self._call_delegate)
+
+    def _call_delegate(self, idx: int, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        out = self.delegates[idx](inputs)
+        rec = getattr(self._trace, "boundaries", None)
+        if rec is not None:
+            rec[self.delegates[idx].record.id] = (list(inputs), list(out))
+        return out
+
+    def run(self, inputs: tuple[Any, ...]) -> list[Any]:
+        validate_inputs(self.inputs, inputs)
+        env: dict[str, Any] = dict(self._weights)
+        env.update(zip(self.graph.user_inputs, inputs))
+        with torch.no_grad():
+            return self._executor.run(env)
+
+    def trace(self, inputs: tuple[Any, ...]) -> tuple[list[Any], dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]]]:
+        self._trace.boundaries = {}
+        try:
+            out = self.run(inputs)
+            return out, self._trace.boundaries
+        finally:
+            self._trace.boundaries = None
+
+    def close(self) -> None:
+        for d in self.delegates:
+            d.close()

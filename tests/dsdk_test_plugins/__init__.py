@@ -1,0 +1,1 @@
+"""Test-only delegate plugins for the core's tests (a fixture, not a backend)."""
