@@ -3,19 +3,24 @@
 Works on a plain dependency graph (names and producer lists) so that it can be
 tested and benchmarked on synthetic graphs without torch.
 
-Algorithm, per backend in priority order (one topological pass each):
-a claimed node joins a partition of the same backend that produces one of its
-inputs when that keeps the partition convex, i.e. no path leaves the partition
-and re-enters it. Each node carries a bitmask of the partitions it depends on
-(``up``); a candidate set S stays convex iff no input of S that lies outside S
-depends on S. When a node's inputs come from several partitions of its backend
-they are merged through it under the same test, which makes partitions maximal
-at join points. Cost is one pass over the edges per backend, plus big-int ORs
-whose width is the number of partitions.
+Backends are tried in priority order, one topological pass each. A pass runs
+over *units*: single nodes, and the partitions of earlier backends contracted
+to one unit each (a partition executes atomically, so the contracted graph is
+what must stay acyclic). A claimed node joins a partition of the same backend
+that produces one of its inputs, merging several such partitions when it
+joins them, as long as the contracted graph stays acyclic: no input of the
+merged set that lies outside it may depend on it.
+
+Dependencies are bitmasks of partition ids. A partition's ancestors (``anc``)
+may only grow while nothing outside it uses it yet; after that a node that
+would add new ancestors starts a new partition instead. That keeps every
+stored mask exact, so each check is a few big-int ANDs and one pass stays
+near-linear in the number of edges.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -75,36 +80,41 @@ def plan_partitions(graph: DepGraph, backends: Sequence[str], claim: ClaimFn, *,
     """Place every node of ``graph`` exactly once, backends tried in order."""
     n = len(graph.names)
     index = {name: i for i, name in enumerate(graph.names)}
-    owner: list[str | None] = [None] * n  # backend per node
-    group_of: list[int] = [-1] * n  # global group id per node
-    groups: list[list[int]] = []  # group id -> member nodes
+    root = list(range(n))
+    for i in range(n):  # followers of followers resolve to the real producer
+        f = graph.follows[i]
+        while f >= 0 and graph.follows[f] >= 0:
+            f = graph.follows[f]
+        root[i] = f if f >= 0 else i
+    group_of = [-1] * n  # final partition (index into groups) per node
+    groups: list[list[int]] = []
     group_backend: list[str] = []
     reasons: list[list[Refusal]] = [[] for _ in range(n)]
-    leaders = [i for i in range(n) if graph.follows[i] < 0]
-
-    for i in range(n):
+    leaders = [i for i in range(n) if root[i] == i]
+    for i in leaders:
         if graph.fixed[i] is not None:
             reasons[i].append(graph.fixed[i])  # type: ignore[arg-type]
 
     for backend in backends:
-        candidates = [i for i in leaders if owner[i] is None and graph.fixed[i] is None]
+        candidates = [i for i in leaders if group_of[i] < 0 and graph.fixed[i] is None]
         if not candidates:
             continue
         cand_names = [graph.names[i] for i in candidates]
         claims = claim(backend, cand_names)
         claimed = _check_claims(backend, claims, cand_names)
+        answered = set(claimed)
         for r in claims.refused:
-            reasons[index[r.node]].append(r if r.backend else Refusal(r.node, r.code, r.message, backend))
+            answered.add(r.node)
+            reasons[index[r.node]].append(r if r.backend == backend else Refusal(r.node, r.code, r.message, backend))
         for name in cand_names:
-            if name not in claimed and not any(x.backend == backend for x in reasons[index[name]]):
+            if name not in answered:
                 reasons[index[name]].append(Refusal(name, ReasonCode.UNSPECIFIED,
                                                     "the plugin neither claimed nor refused this node", backend))
         is_claimed = [False] * n
         for name in claimed:
             is_claimed[index[name]] = True
-        round_groups = _grow_groups(graph, is_claimed)
-        for members in round_groups:
-            leaders_in = [m for m in members if graph.follows[m] < 0]
+        for members in _grow_groups(graph, root, group_of, is_claimed):
+            leaders_in = [m for m in members if root[m] == m]
             if len(leaders_in) < min_partition_size:
                 for m in leaders_in:
                     reasons[m].append(Refusal(graph.names[m], ReasonCode.MIN_SIZE,
@@ -115,29 +125,17 @@ def plan_partitions(graph: DepGraph, backends: Sequence[str], claim: ClaimFn, *,
             groups.append(members)
             group_backend.append(backend)
             for m in members:
-                owner[m] = backend
                 group_of[m] = gid
 
-    # followers go where their producer went
     for i in range(n):
-        f = graph.follows[i]
-        if f >= 0:
-            root = f
-            while graph.follows[root] >= 0:
-                root = graph.follows[root]
-            if group_of[root] >= 0 and group_of[i] < 0:
-                group_of[i] = group_of[root]
-                owner[i] = owner[root]
-                groups[group_of[root]].append(i)
-            elif group_of[root] < 0:
-                reasons[i] = list(reasons[root])
-
+        if root[i] != i and group_of[i] < 0:
+            reasons[i] = list(reasons[root[i]])
     order = sorted(range(len(groups)), key=lambda g: min(groups[g]))
     partitions: list[Partition] = []
     placement: dict[str, str] = {}
     for k, g in enumerate(order):
         pid = f"p{k}"
-        members = sorted(set(groups[g]))
+        members = sorted(groups[g])
         partitions.append(Partition(pid, group_backend[g], [graph.names[m] for m in members]))
         for m in members:
             placement[graph.names[m]] = pid
@@ -153,7 +151,10 @@ def _check_claims(backend: str, claims: Claims, candidates: list[str]) -> set[st
     unknown = claimed - cand
     if unknown:
         raise ContractError(backend, "claim", f"claimed nodes that were not candidates: {sorted(unknown)[:5]}")
-    both = claimed & {r.node for r in claims.refused}
+    refused = {r.node for r in claims.refused if isinstance(r, Refusal)}
+    if refused - cand:
+        raise ContractError(backend, "claim", f"refused nodes that were not candidates: {sorted(refused - cand)[:5]}")
+    both = claimed & refused
     if both:
         raise ContractError(backend, "claim", f"both claimed and refused: {sorted(both)[:5]}")
     for r in claims.refused:
@@ -162,15 +163,67 @@ def _check_claims(backend: str, claims: Claims, candidates: list[str]) -> set[st
     return claimed
 
 
-def _grow_groups(graph: DepGraph, is_claimed: list[bool]) -> list[list[int]]:
-    """One topological pass: convex groups of the claimed nodes (followers join their producer)."""
+def _units(graph: DepGraph, root: list[int], group_of: list[int]) -> tuple[list[list[int]], list[list[int]]]:
+    """Contract earlier partitions (and followers into producers); units in topological order."""
     n = len(graph.names)
-    gid_of = [-1] * n
-    up = [0] * n  # bitmask of group ids (this round) that node i depends on, incl. its own group
+    unit_of = [-1] * n
     members: list[list[int]] = []
-    mask: list[int] = []  # group -> bitmask of all ids merged into it
-    ext: list[list[int]] = []  # group -> inputs from outside the group
-    alias: list[int] = []  # union-find parent
+    frozen: dict[int, int] = {}
+    for i in range(n):
+        g = group_of[i]
+        if g >= 0:
+            if g not in frozen:
+                frozen[g] = len(members)
+                members.append([])
+            u = frozen[g]
+        elif root[i] != i:
+            u = unit_of[root[i]]
+        else:
+            u = len(members)
+            members.append([])
+        unit_of[i] = u
+        members[u].append(i)
+    m = len(members)
+    deps: list[set[int]] = [set() for _ in range(m)]
+    for i in range(n):
+        for j in graph.inputs[i]:
+            if unit_of[j] != unit_of[i]:
+                deps[unit_of[i]].add(unit_of[j])
+    users: list[list[int]] = [[] for _ in range(m)]
+    for u in range(m):
+        for v in deps[u]:
+            users[v].append(u)
+    first = [min(ms) for ms in members]
+    remaining = [len(d) for d in deps]
+    ready = [(first[u], u) for u in range(m) if not remaining[u]]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        _, u = heapq.heappop(ready)
+        order.append(u)
+        for v in users[u]:
+            remaining[v] -= 1
+            if not remaining[v]:
+                heapq.heappush(ready, (first[v], v))
+    if len(order) != m:
+        raise AssertionError("earlier partitions form a cycle (partitioner bug)")
+    pos = {u: k for k, u in enumerate(order)}
+    return [members[u] for u in order], [sorted(pos[v] for v in deps[u]) for u in order]
+
+
+def _grow_groups(graph: DepGraph, root: list[int], group_of: list[int], is_claimed: list[bool]) -> list[list[int]]:
+    """One pass over the units: groups of claimed nodes whose contraction keeps the graph acyclic."""
+    unit_members, unit_inputs = _units(graph, root, group_of)
+    m = len(unit_members)
+    claimable = [group_of[ms[0]] < 0 and is_claimed[ms[0]] for ms in unit_members]
+    gid_of = [-1] * m  # group of a unit (this pass)
+    up = [0] * m  # for ungrouped units: the groups it depends on (exact, see module doc)
+    members: list[list[int]] = []  # group -> units
+    mask: list[int] = []  # group -> bits of every id merged into it
+    anc: list[int] = []  # group -> groups it depends on (excluding itself)
+    ext: list[list[int]] = []  # group -> its inputs from outside it
+    used: list[bool] = []  # group -> something outside already depends on it
+    alias: list[int] = []  # union-find
 
     def find(g: int) -> int:
         while alias[g] != g:
@@ -178,81 +231,89 @@ def _grow_groups(graph: DepGraph, is_claimed: list[bool]) -> list[list[int]]:
             g = alias[g]
         return g
 
-    for i in range(n):
-        ins = graph.inputs[i]
+    def eff(u: int) -> int:
+        g = gid_of[u]
+        if g < 0:
+            return up[u]
+        g = find(g)
+        return mask[g] | anc[g]
+
+    def outside(u: int, inside: set[int]) -> bool:
+        g = gid_of[u]
+        return g < 0 or find(g) not in inside
+
+    for u in range(m):
+        ins = unit_inputs[u]
         dep = 0
         for j in ins:
-            dep |= up[j]
-        f = graph.follows[i]
-        if f >= 0:
-            g = gid_of[f]
-            if g >= 0:
-                g = find(g)
-                gid_of[i] = g
-                members[g].append(i)
-                up[i] = dep | mask[g]
-            else:
-                up[i] = dep
+            dep |= eff(j)
+        if not claimable[u]:
+            up[u] = dep
+            for j in ins:
+                if gid_of[j] >= 0:
+                    used[find(gid_of[j])] = True
             continue
-        if not is_claimed[i]:
-            up[i] = dep
-            continue
-        # start as a singleton and merge with producing groups where convexity allows
-        s_mask = 0
-        s_ids: list[int] = []
-        cand = []
+        cand: list[int] = []
         for j in ins:
-            g = gid_of[j]
-            if g >= 0:
-                g = find(g)
+            if gid_of[j] >= 0:
+                g = find(gid_of[j])
                 if g not in cand:
                     cand.append(g)
         cand.sort(key=lambda g: -len(members[g]))
+        s_ids: list[int] = []
+        s_mask = 0
         for g in cand:
-            if _can_merge(g, s_ids, s_mask, ins, members, mask, ext, gid_of, find, up):
-                s_mask |= mask[g]
-                s_ids.append(g)
+            inside = {*s_ids, g}
+            trial = s_mask | mask[g]
+            if any(outside(j, inside) and eff(j) & trial for j in ins):
+                continue
+            if any(outside(j, inside) and eff(j) & trial for h in inside for j in ext[h]):
+                continue
+            new_anc = (dep | anc[g] | _or(anc[h] for h in s_ids)) & ~trial
+            if any(used[h] and new_anc & ~anc[h] for h in inside):
+                continue  # would give new ancestors to a group others already depend on
+            s_ids.append(g)
+            s_mask = trial
         if not s_ids:
             g = len(members)
-            members.append([i])
+            members.append([u])
             mask.append(1 << g)
-            alias.append(g)
+            anc.append(dep)
             ext.append(list(ins))
-            gid_of[i] = g
-            up[i] = dep | mask[g]
-            continue
-        root = s_ids[0]
-        for g in s_ids[1:]:
-            alias[g] = root
-            members[root].extend(members[g])
-            mask[root] |= mask[g]
-            ext[root].extend(ext[g])
-            members[g] = []
-        members[root].append(i)
-        merged = set(s_ids)
-        ext[root] = [j for j in (*ext[root], *ins) if gid_of[j] < 0 or find(gid_of[j]) not in merged]
-        gid_of[i] = root
-        up[i] = dep | mask[root]
-    return [m for g, m in enumerate(members) if m and alias[g] == g]
+            used.append(False)
+            alias.append(g)
+            gid_of[u] = g
+        else:
+            r = s_ids[0]
+            merged = set(s_ids)
+            all_ext = list(ins)
+            new_anc = dep
+            for g in s_ids:
+                new_anc |= anc[g]
+                all_ext.extend(ext[g])
+                if g != r:
+                    alias[g] = r
+                    members[r].extend(members[g])
+                    members[g] = []
+                    mask[r] |= mask[g]
+                    used[r] = used[r] or used[g]
+            members[r].append(u)
+            anc[r] = new_anc & ~mask[r]
+            ext[r] = [j for j in all_ext if outside(j, merged)]
+            gid_of[u] = r
+        me = find(gid_of[u])
+        for j in ins:
+            if gid_of[j] >= 0 and find(gid_of[j]) != me:
+                used[find(gid_of[j])] = True
+    out = []
+    for g in range(len(members)):
+        if members[g] and alias[g] == g:
+            out.append(sorted(i for u in members[g] for i in unit_members[u]))
+    return out
 
 
-def _can_merge(g: int, s_ids: list[int], s_mask: int, ins: list[int], members: list[list[int]],
-               mask: list[int], ext: list[list[int]], gid_of: list[int], find: Callable[[int], int],
-               up: list[int]) -> bool:
-    """Can group ``g`` join the set made of the new node (inputs ``ins``) and groups ``s_ids``?
-
-    Each group's own external inputs were already checked against its own
-    mask, so only the cross terms need checking.
-    """
-    inside = {*s_ids, g}
-    trial = s_mask | mask[g]
-
-    def outside(j: int) -> bool:
-        gj = gid_of[j]
-        return gj < 0 or find(gj) not in inside
-
-    if any(outside(j) and up[j] & trial for j in ins):
-        return False
-    if s_mask and any(outside(j) and up[j] & s_mask for j in ext[g]):
-        return False
-    return not any(outside(j) and up[j] & mask[g] for h in s_ids for j in ext[h])
+def _or(masks: object) -> int:
+    out = 0
+    for x in masks:  # type: ignore[attr-defined]
+        out |= x
+    return out

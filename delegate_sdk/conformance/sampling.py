@@ -144,24 +144,36 @@ def export_shapes(sample: Sample) -> list[tuple[int, ...]]:
     return shapes
 
 
-def dynamic_shapes_spec(sample: Sample) -> tuple[Any, ...] | None:
-    """``dynamic_shapes`` for ``torch.export`` / ``delegate_sdk.lower``: one dict (or None) per input."""
+def dynamic_shapes_spec(sample: Sample, module: torch.nn.Module | None = None,
+                        example: Sequence[torch.Tensor] | None = None) -> Any:
+    """``dynamic_shapes`` for ``torch.export`` / ``delegate_sdk.lower``, or None for a static sample.
+
+    With ``module`` and ``example`` given, the structure follows the module's forward signature
+    (through ``torch.export.ShapesCollection``, so ``forward(self, *xs)`` works too); without them it
+    is one dict (or None) per positional input.
+    """
     if not sample.dynamic:
         return None
     dims: dict[str, Any] = {}
-    spec: list[Any] = []
+    per_input: list[Any] = []
     for i in range(len(sample.inputs)):
         d = sample.dynamic.get(i)
         if not d:
-            spec.append(None)
+            per_input.append(None)
             continue
         entry = {}
         for dim, name in d.items():
             if name not in dims:
                 dims[name] = torch.export.Dim(name, min=2, max=4096)
             entry[dim] = dims[name]
-        spec.append(entry)
-    return tuple(spec)
+        per_input.append(entry)
+    if module is None or example is None:
+        return tuple(per_input)
+    sc = torch.export.ShapesCollection()
+    for x, entry in zip(example, per_input):
+        if entry:
+            sc[x] = entry
+    return sc.dynamic_shapes(module, tuple(example))
 
 
 def example_inputs(sample: Sample, sid: str, seed: int, precision: str) -> tuple[torch.Tensor, ...]:
@@ -184,12 +196,12 @@ def calibration_inputs(case: OpCase | ModelCase, group: Sequence[Sample], seed: 
     shapes = export_shapes(first) if first.dynamic else None
     calib: list[tuple[torch.Tensor, ...]] = []
     for s in plain:
-        calib.append(tuple(x.contiguous() for x in make_inputs(
-            Sample("normal", s.inputs), sample_id(case, s), seed, precision, purpose="run",
-            shapes=shapes)))
+        plain_s = Sample("normal", s.inputs)
         if s.dynamic:
-            calib[-1] = make_inputs(Sample("normal", s.inputs), sample_id(case, s), seed, precision,
-                                    purpose="export", shapes=export_shapes(s))
+            calib.append(make_inputs(plain_s, sample_id(case, s), seed, precision, purpose="export",
+                                     shapes=export_shapes(s)))
+        else:
+            calib.append(tuple(x.contiguous() for x in make_inputs(plain_s, sample_id(case, s), seed, precision)))
     for i in range(extra):
         calib.append(make_inputs(Sample("normal", first.inputs), sample_id(case, first), seed, precision,
                                  purpose=f"calib{i}", shapes=shapes))

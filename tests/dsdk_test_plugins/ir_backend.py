@@ -14,7 +14,8 @@ import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind
 
-from delegate_sdk import BackendInfo, Claims, CompiledDelegate, OptionSpec, ReasonCode, Refusal, hookimpl
+from delegate_sdk import (BackendInfo, Claims, CompiledDelegate, OptionSpec, QuantParams, ReasonCode, Refusal,
+                          hookimpl)
 from delegate_sdk.graph_ir import Executor, build_outer_graph
 from delegate_sdk.program import _pack_weights, _unpack_weights
 from delegate_sdk.support import op_name
@@ -31,8 +32,12 @@ class IRBackend:
 
     def __init__(self, name: str, ops: set[str] | None = None, *, thread_safe: bool = False,
                  format_version: int = 1, loadable: tuple[int, int] = (1, 1), precisions: tuple[str, ...] = ("fp32",),
-                 fail_preprocess: bool = False, slow_execute: float = 0.0):
+                 fail_preprocess: bool = False, slow_execute: float = 0.0, available: bool = True,
+                 fail_claim: bool = False, output_quant: bool = False):
         self.name = name
+        self.available = available
+        self.fail_claim = fail_claim
+        self.output_quant = output_quant
         self.ops = ops
         self.thread_safe = thread_safe
         self.format_version = format_version
@@ -54,10 +59,13 @@ class IRBackend:
                            default_precision=self.precisions[0], blob_format="dsdk-test-ir",
                            blob_format_version=self.format_version, loadable_format_versions=self.loadable,
                            options=(OptionSpec("level", "int", 1, "a test option", minimum=0, maximum=3),),
-                           thread_safe=self.thread_safe)
+                           thread_safe=self.thread_safe, available=self.available,
+                           unavailable_reason="" if self.available else "needs the TestChip SDK, which is not installed")
 
     @hookimpl
     def claim(self, program: ExportedProgram, nodes: list[torch.fx.Node], options: dict[str, Any]) -> Claims:
+        if self.fail_claim:
+            raise ValueError("deliberate claim failure")
         claimed, refused = [], []
         for n in nodes:
             name = op_name(n)
@@ -81,9 +89,11 @@ class IRBackend:
         graph = build_outer_graph(program.graph, users, list(weights), {}, {}, {})
         index, raw = _pack_weights(weights)
         header = json.dumps({"graph": graph.to_json(), "weights": index}).encode()
+        n_out = len(program.graph_signature.output_specs)
+        quant = [QuantParams(0.1, 0, "int8") for _ in range(n_out)] if self.output_quant else []
         return CompiledDelegate(blob=len(header).to_bytes(8, "little") + header + raw, format="dsdk-test-ir",
                                 format_version=self.format_version, meta={"nodes": len(program.graph.nodes)},
-                                op_counts={"ir": len(graph.nodes)})
+                                op_counts={"ir": len(graph.nodes)}, output_quant=quant)
 
     @hookimpl
     def init(self, blob: bytes, meta: dict[str, Any], options: dict[str, Any]) -> Any:

@@ -1,0 +1,299 @@
+"""The ``delegate-sdk`` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from delegate_sdk.errors import DelegateSDKError, UsageError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _Group(click.Group):
+    """Turn SDK errors into one red line and the documented exit codes (1 failure, 2 usage)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as e:
+            err_console.print(f"[red]error:[/red] {e}", highlight=False)
+            sys.exit(2)
+        except DelegateSDKError as e:
+            err_console.print(f"[red]error:[/red] {e}", highlight=False)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="delegate-sdk")
+def main(verbose: int) -> None:
+    """Lower PyTorch models onto hardware delegates, inspect coverage, run and check them."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err_console,
+                                                                                show_path=False)], force=True)
+
+
+def _backends_arg(value: str) -> list[str]:
+    names = [b.strip() for b in value.split(",") if b.strip()]
+    if not names:
+        raise click.BadParameter("give at least one backend, e.g. --backends qnn,xnnpack")
+    return names
+
+
+def _options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    from delegate_sdk.options import parse_cli_options
+
+    return parse_cli_options(list(pairs))
+
+
+option_opt = click.option("--option", "options", multiple=True, metavar="BACKEND.KEY=VALUE",
+                          help="A plugin option, e.g. --option qnn.soc_model=69 (repeatable).")
+skip_ops_opt = click.option("--skip-ops", default="", metavar="OPS",
+                            help="Comma-separated ops never to delegate (aten.add.Tensor or add).")
+min_size_opt = click.option("--min-partition-size", default=1, show_default=True, type=click.IntRange(1),
+                            help="Partitions with fewer nodes run on eager PyTorch.")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins: version, precisions, available here or why not."""
+    import delegate_sdk
+
+    infos = delegate_sdk.backends()
+    if as_json:
+        click.echo(json.dumps([i.to_json() for i in infos], indent=2))
+        return
+    if not infos:
+        console.print("no delegate plugins installed (pip install delegate-sdk-xnnpack, ...)")
+        return
+    t = Table(title="delegate-sdk plugins")
+    for col in ("backend", "version", "precisions", "blob format", "available"):
+        t.add_column(col)
+    for i in infos:
+        avail = "[green]yes[/green]" if i.available else f"[red]no[/red]: {i.unavailable_reason}"
+        prec = ", ".join(f"[b]{p}[/b]" if p == i.default_precision else p for p in i.precisions)
+        t.add_row(i.name, i.version, prec, f"{i.blob_format} v{i.blob_format_version}", avail)
+    console.print(t)
+
+
+@main.command(name="inspect")
+@click.argument("model")
+@click.option("--backends", "backends", required=True, help="Backends in priority order, e.g. qnn,xnnpack.")
+@option_opt
+@skip_ops_opt
+@min_size_opt
+@click.option("--estimate", is_flag=True, help="Also compile each partition to show the toolchain's "
+                                               "cycle/memory estimate where the plugin gives one.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def inspect_cmd(model: str, backends: str, options: tuple[str, ...], skip_ops: str, min_partition_size: int,
+                estimate: bool, as_json: bool) -> None:
+    """Show which backend would take which node of MODEL, and why not for the rest.
+
+    MODEL is a .pt2 file (torch.export.save) or package.module:callable returning
+    (module, example_inputs[, dynamic_shapes]).
+    """
+    import delegate_sdk.lower as lw
+    from delegate_sdk.capture import load_model_ref
+
+    mod, inputs, dyn = load_model_ref(model)
+    report = lw.inspect(mod, inputs, _backends_arg(backends), options=_options(options), dynamic_shapes=dyn,
+                        skip_ops=[s for s in skip_ops.split(",") if s], min_partition_size=min_partition_size,
+                        estimate=estimate)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    t = Table(title=f"{model}: {report.nodes_delegated}/{report.nodes_total} nodes delegated")
+    for col in ("partition", "backend", "nodes", "ops", "estimate"):
+        t.add_column(col)
+    for p in report.partitions:
+        est = ""
+        if p.perf is not None:
+            bits = []
+            if p.perf.cycles is not None:
+                bits.append(f"{p.perf.cycles:,} cycles")
+            if p.perf.inference_time_s is not None:
+                bits.append(f"{p.perf.inference_time_s * 1e3:.3f} ms")
+            if p.perf.sram_bytes is not None:
+                bits.append(f"SRAM {p.perf.sram_bytes / 1024:.1f} KiB")
+            if p.perf.flash_bytes is not None:
+                bits.append(f"flash {p.perf.flash_bytes / 1024:.1f} KiB")
+            est = ", ".join(bits)
+        t.add_row(p.id, p.backend, str(len(p.nodes)), _ops_short(p.ops), est)
+    console.print(t)
+    fb = [n for n in report.fallback]
+    if fb:
+        t2 = Table(title=f"{len(fb)} node(s) on eager PyTorch")
+        for col in ("node", "op", "why not"):
+            t2.add_column(col)
+        for n in fb:
+            why = "\n".join(f"{r.backend}: [yellow]{r.code.value}[/yellow] {r.message}" for r in n.reasons)
+            t2.add_row(n.node, n.op, why or "-")
+        console.print(t2)
+
+
+def _ops_short(ops: list[str]) -> str:
+    short = [o.split(".")[1] if o.count(".") >= 2 else o for o in ops]
+    return ", ".join(short[:8]) + (f" (+{len(short) - 8})" if len(short) > 8 else "")
+
+
+def _random_inputs(specs: list[Any], seed: int) -> tuple[Any, ...]:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return tuple(s.example(gen) for s in specs)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--backends", "backends", required=True, help="Backends in priority order, e.g. qnn,xnnpack.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Artifact to write.")
+@option_opt
+@click.option("--calibration-samples", default=8, show_default=True, type=click.IntRange(1),
+              help="Seeded random samples to calibrate quantized precisions with (when no --calibration file).")
+@click.option("--calibration", "calibration_file", type=click.Path(exists=True, dir_okay=False),
+              help="A .npz or .pt file of calibration samples (see `run --inputs`), one sample per leading index.")
+@click.option("--strict", is_flag=True, help="Fail if any node would run on eager PyTorch.")
+@skip_ops_opt
+@min_size_opt
+def lower(model: str, backends: str, output: str, options: tuple[str, ...], calibration_samples: int,
+          calibration_file: str | None, strict: bool, skip_ops: str, min_partition_size: int) -> None:
+    """Lower MODEL onto BACKENDS and write a single-file artifact."""
+    import delegate_sdk.lower as lw
+    from delegate_sdk.capture import capture, load_model_ref
+    from delegate_sdk.signature import input_signature
+
+    mod, inputs, dyn = load_model_ref(model)
+    if calibration_file:
+        calib = [tuple(x[i] for x in _read_inputs(calibration_file)) for i in range(len(_read_inputs(
+            calibration_file)[0]))]
+    else:
+        specs = input_signature(capture(mod, inputs, dynamic_shapes=dyn))
+        calib = [_random_inputs(specs, seed) for seed in range(calibration_samples)]
+    t0 = time.perf_counter()
+    prog = lw.lower(mod, inputs, _backends_arg(backends), options=_options(options), calibration=calib,
+                    dynamic_shapes=dyn, strict=strict, skip_ops=[s for s in skip_ops.split(",") if s],
+                    min_partition_size=min_partition_size)
+    prog.save(output)
+    s = prog.summary()
+    console.print(f"wrote {output} ({Path(output).stat().st_size / 1024:.1f} KiB) in "
+                  f"{time.perf_counter() - t0:.2f} s: {s.nodes_delegated}/{s.nodes_total} nodes delegated "
+                  f"in {len(s.partitions)} partition(s)")
+    _print_summary(s)
+
+
+def _print_summary(s: Any) -> None:
+    t = Table()
+    for col in ("partition", "backend", "nodes", "ops", "blob"):
+        t.add_column(col)
+    for p in s.partitions:
+        t.add_row(p.id, p.backend, str(len(p.nodes)), _ops_short(p.ops), f"{p.format} v{p.format_version}, "
+                                                                        f"{p.blob_size / 1024:.1f} KiB")
+    console.print(t)
+    if s.fallback:
+        console.print(f"{len(s.fallback)} node(s) on eager PyTorch: "
+                      + ", ".join(f"{f.node} ({f.op.split('.')[1] if f.op.count('.') >= 2 else f.op})"
+                                  for f in s.fallback[:12]) + (" ..." if len(s.fallback) > 12 else ""))
+
+
+def _read_inputs(path: str) -> list[Any]:
+    """A .npz (arrays in order, or named like the inputs) or a .pt file (tensor, tuple or list; weights_only)."""
+    import numpy as np
+    import torch
+
+    p = Path(path)
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                return [torch.from_numpy(np.array(z[k])) for k in z.files]
+        if p.suffix in (".pt", ".pth"):
+            obj = torch.load(p, weights_only=True)
+            if isinstance(obj, torch.Tensor):
+                return [obj]
+            if isinstance(obj, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in obj):
+                return list(obj)
+            raise UsageError(f"{path} must hold a tensor or a tuple/list of tensors")
+    except (OSError, ValueError, RuntimeError, EOFError) as e:
+        raise UsageError(f"cannot read inputs from {path}: {e}") from None
+    raise UsageError(f"inputs file must be .npz or .pt, got {path}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(exists=True, dir_okay=False))
+@click.option("--inputs", "inputs_file", type=click.Path(exists=True, dir_okay=False),
+              help="A .npz (arrays in input order) or .pt file (tensor or tuple of tensors). Default: seeded random.")
+@click.option("--check", "check_model", metavar="MODEL", help="Also run MODEL on eager PyTorch and compare.")
+@click.option("--repeat", default=10, show_default=True, type=click.IntRange(1), help="Timed calls.")
+@click.option("--seed", default=0, show_default=True, help="Seed for random inputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def run(artifact: str, inputs_file: str | None, check_model: str | None, repeat: int, seed: int,
+        as_json: bool) -> None:
+    """Load ARTIFACT, run it, time it, and optionally compare with eager PyTorch."""
+    import torch
+    import torch.utils._pytree as pytree
+
+    import delegate_sdk
+    from delegate_sdk.metrics import compare
+
+    prog = delegate_sdk.load(artifact)
+    inputs = tuple(_read_inputs(inputs_file)) if inputs_file else _random_inputs(prog.input_specs, seed)
+    out = prog(*inputs)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        prog(*inputs)
+        times.append(time.perf_counter() - t0)
+    flat = [t for t in pytree.tree_leaves(out)]
+    result: dict[str, Any] = {
+        "artifact": artifact, "latency_ms": {"median": sorted(times)[len(times) // 2] * 1e3, "min": min(times) * 1e3},
+        "outputs": [{"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)} for t in flat
+                    if isinstance(t, torch.Tensor)],
+    }
+    if check_model:
+        from delegate_sdk.capture import load_model_ref
+
+        mod, _, _ = load_model_ref(check_model)
+        with torch.no_grad():
+            ref = mod.module()(*inputs) if hasattr(mod, "module") and not isinstance(mod, torch.nn.Module) \
+                else mod.eval()(*inputs)
+        result["check"] = [m.to_json() for m in compare(flat, pytree.tree_leaves(ref))]
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    console.print(f"{artifact}: median {result['latency_ms']['median']:.3f} ms, min "
+                  f"{result['latency_ms']['min']:.3f} ms over {repeat} call(s)")
+    for k, o in enumerate(result["outputs"]):
+        console.print(f"  output {k}: {o['dtype']}{o['shape']}")
+    if check_model:
+        t = Table(title=f"vs eager {check_model}")
+        for col in ("output", "max abs err", "max rel err", "SQNR dB", "mismatched"):
+            t.add_column(col)
+        for k, m in enumerate(result["check"]):
+            t.add_row(str(k), f"{m['max_abs_err']:.3g}", f"{m['max_rel_err']:.3g}",
+                      "inf" if m["sqnr_db"] is None else f"{m['sqnr_db']:.1f}", m["note"] or "")
+        console.print(t)
+
+
+def _mount_conform() -> None:
+    try:
+        from delegate_sdk.conformance.command import conform
+    except ImportError:  # the conformance engine is optional while it is being built
+        return
+    main.add_command(conform)
+
+
+_mount_conform()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""The partitioner on synthetic graphs: placement, convexity, priority, reasons."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from delegate_sdk.errors import ContractError
+from delegate_sdk.partition import DepGraph, plan_partitions
+from delegate_sdk.types import Claims, ReasonCode, Refusal
+
+
+def claimer(table: dict[str, set[str]]):
+    """Backend -> claimed names; everything else refused with an `op` reason."""
+
+    def claim(backend: str, cands: list[str]) -> Claims:
+        mine = table.get(backend, set())
+        return Claims(tuple(c for c in cands if c in mine),
+                      tuple(Refusal(c, ReasonCode.OP, f"{backend} does not do {c}") for c in cands if c not in mine))
+    return claim
+
+
+def reachable(graph: DepGraph) -> list[set[int]]:
+    """descendants[i] = nodes reachable from i."""
+    n = len(graph.names)
+    users: list[list[int]] = [[] for _ in range(n)]
+    for i, ins in enumerate(graph.inputs):
+        for j in ins:
+            users[j].append(i)
+    desc: list[set[int]] = [set() for _ in range(n)]
+    for i in reversed(range(n)):
+        for u in users[i]:
+            desc[i].add(u)
+            desc[i] |= desc[u]
+    return desc
+
+
+def assert_valid(graph: DepGraph, plan, backends) -> None:
+    names = graph.names
+    idx = {n: i for i, n in enumerate(names)}
+    placed = [n for p in plan.partitions for n in p.nodes]
+    assert len(placed) == len(set(placed)), "a node is in two partitions"
+    assert set(placed) | set(plan.fallback) == set(names), "a node is nowhere"
+    assert not set(placed) & set(plan.fallback), "a node is both delegated and on eager"
+    for name, reasons in plan.fallback.items():
+        assert reasons, f"fallback node {name} has no reason"
+        assert {r.backend for r in reasons} >= set(backends) or any(r.backend == "core" for r in reasons)
+    desc = reachable(graph)
+    for p in plan.partitions:
+        members = {idx[n] for n in p.nodes}
+        # convex: no path from the partition leaves it and comes back
+        for m in members:
+            for out in desc[m] - members:
+                assert not (desc[out] & members), f"partition {p.id} is not convex"
+    # the partitions form a DAG when contracted (follows from convexity; checked directly too)
+    pid = {n: p.id for p in plan.partitions for n in p.nodes}
+    edges = {(pid[names[j]], pid[names[i]]) for i, ins in enumerate(graph.inputs) for j in ins
+             if names[i] in pid and names[j] in pid and pid[names[i]] != pid[names[j]]}
+    order = {p.id: k for k, p in enumerate(plan.partitions)}
+    indeg = {p.id: 0 for p in plan.partitions}
+    for _, b in edges:
+        indeg[b] += 1
+    ready = [p for p, d in indeg.items() if d == 0]
+    seen = 0
+    while ready:
+        a = ready.pop()
+        seen += 1
+        for x, b in list(edges):
+            if x == a:
+                edges.discard((x, b))
+                indeg[b] -= 1
+                if indeg[b] == 0:
+                    ready.append(b)
+    assert seen == len(order), "partitions form a cycle"
+
+
+def test_diamond_with_refused_middle_is_split():
+    # a -> b -> c and a -> c; b refused: {a, c} together would be a cycle through b
+    g = DepGraph(["a", "b", "c"], [[], [0], [0, 1]])
+    plan = plan_partitions(g, ["x"], claimer({"x": {"a", "c"}}))
+    assert [p.nodes for p in plan.partitions] == [["a"], ["c"]]
+    assert plan.fallback["b"][0].code == ReasonCode.OP
+    assert_valid(g, plan, ["x"])
+
+
+def test_parallel_branches_merge_at_join():
+    # x -> a, x -> b, (a, b) -> c: all claimed, one partition
+    g = DepGraph(["x", "a", "b", "c"], [[], [0], [0], [1, 2]])
+    plan = plan_partitions(g, ["k"], claimer({"k": {"x", "a", "b", "c"}}))
+    assert len(plan.partitions) == 1 and plan.partitions[0].nodes == ["x", "a", "b", "c"]
+
+
+def test_priority_order_first_backend_wins():
+    g = DepGraph(["a", "b", "c"], [[], [0], [1]])
+    plan = plan_partitions(g, ["hi", "lo"], claimer({"hi": {"b"}, "lo": {"a", "b", "c"}}))
+    owner = {n: p.backend for p in plan.partitions for n in p.nodes}
+    assert owner == {"a": "lo", "b": "hi", "c": "lo"}
+    assert_valid(g, plan, ["hi", "lo"])
+
+
+def test_min_partition_size_releases_nodes_to_next_backend():
+    g = DepGraph(["a", "b", "c", "d"], [[], [0], [1], [2]])
+    plan = plan_partitions(g, ["hi", "lo"], claimer({"hi": {"b"}, "lo": {"a", "b", "c", "d"}}),
+                           min_partition_size=2)
+    # hi's single-node partition is dropped (reason recorded), lo then takes the whole chain
+    assert [(p.backend, p.nodes) for p in plan.partitions] == [("lo", ["a", "b", "c", "d"])]
+    plan2 = plan_partitions(g, ["hi"], claimer({"hi": {"b"}}), min_partition_size=2)
+    assert [r.code for r in plan2.fallback["b"]] == [ReasonCode.MIN_SIZE]
+
+
+def test_followers_go_with_producer():
+    # a multi-output producer p with getitems g0, g1
+    g = DepGraph(["p", "g0", "g1", "u"], [[], [0], [0], [1, 2]], follows=[-1, 0, 0, -1])
+    plan = plan_partitions(g, ["k"], claimer({"k": {"p"}}))
+    assert plan.partitions[0].nodes == ["p", "g0", "g1"]
+    plan2 = plan_partitions(g, ["k"], claimer({"k": {"u"}}))
+    assert set(plan2.fallback) == {"p", "g0", "g1"}
+    assert plan2.fallback["g0"] == plan2.fallback["p"]
+
+
+def test_plugin_that_ignores_a_node_gets_unspecified_reason():
+    g = DepGraph(["a", "b"], [[], [0]])
+    plan = plan_partitions(g, ["k"], lambda b, c: Claims(("a",), ()))
+    assert plan.fallback["b"][0].code == ReasonCode.UNSPECIFIED
+
+
+def test_claiming_a_non_candidate_is_a_contract_error():
+    g = DepGraph(["a"], [[]])
+    with pytest.raises(ContractError, match="not candidates"):
+        plan_partitions(g, ["k"], lambda b, c: Claims(("zzz",), ()))
+    with pytest.raises(ContractError, match="expected delegate_sdk.Claims"):
+        plan_partitions(g, ["k"], lambda b, c: ["a"])
+
+
+def random_dag(seed: int, n: int, fanin: int = 3, window: int = 12) -> DepGraph:
+    r = random.Random(seed)
+    ins = []
+    for i in range(n):
+        k = r.randint(0, min(i, fanin))
+        ins.append(sorted({r.randrange(max(0, i - window), i) for _ in range(k)}) if i else [])
+    return DepGraph([f"n{i}" for i in range(n)], ins)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 60), p1=st.floats(0, 1), p2=st.floats(0, 1),
+       min_size=st.integers(1, 3))
+def test_random_graphs_valid(seed, n, p1, p2, min_size):
+    g = random_dag(seed, n)
+    r = random.Random(seed + 1)
+    table = {"A": {x for x in g.names if r.random() < p1}, "B": {x for x in g.names if r.random() < p2}}
+    plan = plan_partitions(g, ["A", "B"], claimer(table), min_partition_size=min_size)
+    assert_valid(g, plan, ["A", "B"])
+    for p in plan.partitions:
+        assert set(p.nodes) <= table[p.backend]
+        assert len(p.nodes) >= min_size
+
+
+def test_partitions_are_maximal_on_a_chain():
+    g = DepGraph([f"n{i}" for i in range(200)], [[i - 1] if i else [] for i in range(200)])
+    plan = plan_partitions(g, ["A"], claimer({"A": set(g.names)}))
+    assert len(plan.partitions) == 1
