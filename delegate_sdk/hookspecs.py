@@ -161,7 +161,13 @@ def execute(handle: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
 
 @hookspec(firstresult=True)
 def destroy(handle: Any) -> None:
-    """Release a handle returned by ``init``. Optional."""
+    """Release a handle returned by ``init``. Optional.
+
+    Called once per handle when the program is closed or garbage collected,
+    never while an ``execute`` on that handle is running. Free native
+    sessions, memory and temporary files here; an exception is logged and
+    otherwise ignored.
+    """
 
 
 @hookspec(firstresult=True)

@@ -138,13 +138,13 @@ class Registry:
             raise PluginLoadError(f"plugin {name!r} could not be registered: {e}") from None
         except pluggy.PluginValidationError as e:
             self.pm.unregister(name=name) if self.pm.has_plugin(name) else None
-            raise PluginLoadError(f"plugin {name!r} is invalid: {e}") from None
+            raise PluginLoadError(f"plugin {name!r} is invalid: {_one_line(e)}") from None
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as e:
             self.pm.unregister(plugin)
             raise PluginLoadError(f"plugin {name!r} implements a hook the contract does not define "
-                                  f"(misspelled?): {e}. Valid hooks: {', '.join(hook_names())}") from None
+                                  f"(misspelled?): {_one_line(e)}. Valid hooks: {', '.join(hook_names())}") from None
         hooked = {hc.name for hc in (self.pm.get_hookcallers(plugin) or [])}
         missing = [h for h in REQUIRED_HOOKS if h not in hooked]
         if missing:
@@ -171,6 +171,10 @@ class Registry:
 
     def all(self) -> list[Backend]:
         return [self.get(n) for n in sorted(self._plugins)]
+
+
+def _one_line(e: BaseException) -> str:
+    return "; ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
 
 
 def hook_names() -> list[str]:

@@ -48,8 +48,8 @@ class IRBackend:
         self.executes = 0
         self.destroyed = 0
         self.calibration_seen: list[Any] = []
-        self.concurrent = 0
-        self.max_concurrent = 0
+        self._per_handle: dict[int, int] = {}
+        self.max_concurrent = 0  # most simultaneous execute calls seen on one handle
         self._lock = threading.Lock()
         self.slow_execute = slow_execute
 
@@ -110,10 +110,11 @@ class IRBackend:
     def execute(self, handle: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         import time
 
+        key = id(handle)
         with self._lock:
             self.executes += 1
-            self.concurrent += 1
-            self.max_concurrent = max(self.max_concurrent, self.concurrent)
+            self._per_handle[key] = self._per_handle.get(key, 0) + 1
+            self.max_concurrent = max(self.max_concurrent, self._per_handle[key])
         try:
             if self.slow_execute:
                 time.sleep(self.slow_execute)
@@ -123,7 +124,7 @@ class IRBackend:
             return list(ex.run(env))
         finally:
             with self._lock:
-                self.concurrent -= 1
+                self._per_handle[key] -= 1
 
     @hookimpl
     def destroy(self, handle: Any) -> None:

@@ -1,0 +1,215 @@
+"""lower / inspect end to end with the test plugins: placement, equality with eager, calibration, options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from delegate_sdk.errors import (
+    BackendUnavailableError,
+    ContractError,
+    FallbackError,
+    OptionError,
+    PluginError,
+    UnknownBackendError,
+    UsageError,
+)
+from delegate_sdk.lower import inspect, lower
+from delegate_sdk.types import ReasonCode
+from dsdk_test_plugins.ir_backend import ELEMENTWISE, LINEAR, IRBackend
+from dsdk_test_plugins.models import SmallCNN, TwoOutputs, dynamic_mlp, small_cnn
+
+
+@pytest.fixture
+def two(registry):
+    a, b = IRBackend("elem", ELEMENTWISE), IRBackend("lin", LINEAR)
+    registry.register(a, "elem")
+    registry.register(b, "lin")
+    return registry, a, b
+
+
+def test_two_backends_cover_cnn_and_match_eager(two):
+    registry, a, b = two
+    model, (x,) = small_cnn()
+    prog = lower(model, (x,), ["lin", "elem"], registry=registry)
+    s = prog.summary()
+    assert {p.backend for p in s.partitions} == {"lin", "elem"}
+    assert [f.op for f in s.fallback] == ["aten.sin.default"]
+    assert {r.backend for r in s.fallback[0].reasons} == {"lin", "elem"}
+    assert all(r.code == ReasonCode.OP for r in s.fallback[0].reasons)
+    assert s.nodes_delegated + len(s.fallback) == s.nodes_total
+    torch.testing.assert_close(prog(x), model(x), rtol=0, atol=0)
+    x2 = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(prog(x2), model(x2), rtol=0, atol=0)
+
+
+def test_priority_order_changes_ownership(two):
+    registry, _, _ = two
+    model, (x,) = small_cnn()
+    rep1 = inspect(model, (x,), ["lin", "elem"], registry=registry)
+    rep2 = inspect(model, (x,), ["elem", "lin"], registry=registry)
+    relu1 = next(n for n in rep1.nodes if n.op == "aten.relu.default")
+    assert relu1.backend == "elem"  # lin does not take relu
+    mul1 = next(n for n in rep1.nodes if n.op == "aten.mul.Tensor")
+    assert mul1.backend == "elem"
+    # every node is placed exactly once in both orders, and nodes both can take go to the first
+    assert rep1.nodes_total == rep2.nodes_total == len({n.node for n in rep1.nodes})
+
+
+def test_inspect_reports_reasons_without_compiling(two):
+    registry, a, b = two
+    model, (x,) = small_cnn()
+    rep = inspect(model, (x,), ["elem"], registry=registry)
+    assert a.calibration_seen == []  # preprocess never ran
+    conv = next(n for n in rep.nodes if n.op == "aten.convolution.default")
+    assert conv.partition is None and conv.reasons[0].code == ReasonCode.OP
+    assert "not in elem's op list" in conv.reasons[0].message
+    assert rep.coverage()["eager"] == len(rep.fallback)
+    assert rep.to_json()["nodes_total"] == rep.nodes_total
+
+
+def test_strict_mode_lists_fallback_nodes(two):
+    registry, _, _ = two
+    model, (x,) = small_cnn()
+    with pytest.raises(FallbackError, match=r"sin \(aten.sin.default\): lin: op: .*elem: op"):
+        lower(model, (x,), ["lin", "elem"], registry=registry, strict=True)
+
+
+def test_skip_ops_and_nodes_and_min_size(two):
+    registry, _, _ = two
+    model, (x,) = small_cnn()
+    rep = inspect(model, (x,), ["lin", "elem"], registry=registry, skip_ops=["relu"])
+    relu = next(n for n in rep.nodes if n.op == "aten.relu.default")
+    assert relu.partition is None and relu.reasons[0].code == ReasonCode.SKIPPED
+    rep = inspect(model, (x,), ["lin", "elem"], registry=registry, skip_nodes=["convolution"])
+    assert next(n for n in rep.nodes if n.node == "convolution").reasons[0].code == ReasonCode.SKIPPED
+    rep = inspect(model, (x,), ["elem"], registry=registry, min_partition_size=3)
+    assert rep.partitions == []
+    assert any(r.code == ReasonCode.MIN_SIZE for n in rep.fallback for r in n.reasons)
+
+
+def test_weights_owned_by_partition_are_not_stored_in_outer_graph(two):
+    registry, _, _ = two
+    model, (x,) = small_cnn()
+    prog = lower(model, (x,), ["lin", "elem"], registry=registry)
+    # conv/bn/fc weights live inside 'lin' blobs; the outer graph keeps only what eager nodes read
+    assert prog._parts.weights == {}
+    prog_eager_fc = lower(model, (x,), ["elem"], registry=registry)
+    stored = prog_eager_fc._parts.weights
+    assert "p_fc_weight" in stored and "p_conv_weight" in stored
+    assert len(stored) == len(set(stored))
+
+
+def test_calibration_reaches_each_partition_with_its_own_inputs(registry):
+    q = IRBackend("q", LINEAR, precisions=("int8",), output_quant=True)
+    registry.register(q, "q")
+    model, (x,) = small_cnn()
+    calib = [(torch.randn(2, 3, 8, 8),) for _ in range(3)]
+    prog = lower(model, (x,), ["q"], registry=registry, calibration=calib)
+    assert len(q.calibration_seen) == len(prog.summary().partitions) >= 2
+    first = q.calibration_seen[0]
+    assert len(first) == 3 and torch.equal(first[0][0], calib[0][0])  # p0 reads the model input
+    # the second partition (after relu/sin on eager) gets the eager intermediate values
+    later = q.calibration_seen[1]
+    rec = prog.summary().partitions[1]
+    assert [list(t.shape) for t in later[0]] == [list(s.shape) for s in rec.inputs]
+
+
+def test_float_precision_gets_no_calibration(two):
+    registry, a, _ = two
+    model, (x,) = small_cnn()
+    lower(model, (x,), ["elem"], registry=registry, calibration=[(x,)])
+    assert a.calibration_seen and all(c is None for c in a.calibration_seen)
+
+
+def test_quantized_backend_must_report_output_quant(registry):
+    q = IRBackend("q", LINEAR, precisions=("int8",), output_quant=False)
+    registry.register(q, "q")
+    model, (x,) = small_cnn()
+    with pytest.raises(ContractError, match="output_quant is empty"):
+        lower(model, (x,), ["q"], registry=registry, calibration=[(x,)])
+
+
+def test_errors_name_the_problem(two, registry):
+    registry_, _, _ = two
+    model, (x,) = small_cnn()
+    with pytest.raises(UnknownBackendError, match=r"unknown backend 'nope'; installed backends: elem, lin"):
+        lower(model, (x,), ["nope"], registry=registry_)
+    registry_.register(IRBackend("off", available=False), "off")
+    with pytest.raises(BackendUnavailableError, match="'off' is installed but unavailable here: needs the TestChip"):
+        lower(model, (x,), ["off"], registry=registry_)
+    registry_.register(IRBackend("bad", fail_preprocess=True), "bad")
+    with pytest.raises(PluginError, match=r"plugin 'bad' failed in preprocess on partition p0: RuntimeError: "
+                                          "deliberate compile failure"):
+        lower(model, (x,), ["bad"], registry=registry_)
+    registry_.register(IRBackend("badclaim", fail_claim=True), "badclaim")
+    with pytest.raises(PluginError, match=r"plugin 'badclaim' failed in claim: ValueError"):
+        inspect(model, (x,), ["badclaim"], registry=registry_)
+    with pytest.raises(OptionError, match=r"no option 'levle'; valid options: precision .*level \(int in \[0, 3\]\)"):
+        lower(model, (x,), ["elem"], registry=registry_, options={"elem": {"levle": 2}})
+    with pytest.raises(OptionError, match=r"option level='9' is invalid"):
+        lower(model, (x,), ["elem"], registry=registry_, options={"elem": {"level": "9"}})
+    with pytest.raises(UsageError, match="not among the backends"):
+        lower(model, (x,), ["elem"], registry=registry_, options={"lin": {}})
+
+
+def test_multiple_outputs_and_structure(two):
+    registry, _, _ = two
+    m, (a, b) = TwoOutputs(), (torch.randn(4, 5), torch.randn(4, 5))
+    prog = lower(m, (a, b), ["elem"], registry=registry)
+    out = prog(a, b)
+    assert isinstance(out, tuple) and len(out) == 2
+    for o, r in zip(out, m(a, b)):
+        torch.testing.assert_close(o, r, rtol=0, atol=0)
+
+
+def test_dynamic_batch(two):
+    registry, _, _ = two
+    model, (x,), dyn = dynamic_mlp()
+    prog = lower(model, (x,), ["lin", "elem"], registry=registry, dynamic_shapes=dyn)
+    for batch in (1, 7, 64):
+        xb = torch.randn(batch, 6)
+        torch.testing.assert_close(prog(xb), model(xb), rtol=1e-6, atol=1e-6)
+    assert prog.summary().nodes_delegated > 0
+
+
+# ---------------------------------------------------------------- property: lowered == eager on random graphs
+
+_UNARY = [torch.relu, torch.sigmoid, torch.tanh, torch.neg, torch.sin, torch.cos, torch.exp]
+_BINARY = [torch.add, torch.mul, torch.sub, torch.maximum]
+
+
+class RandomNet(torch.nn.Module):
+    def __init__(self, program: list[tuple[int, int, int, int]]):
+        super().__init__()
+        self.program = program
+        self.w = torch.nn.Parameter(torch.linspace(-1, 1, 6))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        vals = [x, y, x * self.w]
+        for kind, f, i, j in self.program:
+            a, b = vals[i % len(vals)], vals[j % len(vals)]
+            vals.append(_UNARY[f % len(_UNARY)](a) if kind == 0 else _BINARY[f % len(_BINARY)](a, b))
+        return vals[-1] + vals[len(vals) // 2]
+
+
+@settings(max_examples=25, deadline=None)
+@given(program=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 6), st.integers(0, 40), st.integers(0, 40)),
+                        min_size=1, max_size=14),
+       order=st.permutations(["elem", "lin", "all_but_sin"]))
+def test_random_graphs_lowered_equal_eager(program, order):
+    from delegate_sdk.registry import Registry
+
+    reg = Registry(load_entry_points=False, load_env=False)
+    reg.register(IRBackend("elem", ELEMENTWISE), "elem")
+    reg.register(IRBackend("lin", LINEAR | {"aten.maximum.default"}), "lin")
+    reg.register(IRBackend("all_but_sin", ELEMENTWISE | {"aten.cos.default"}), "all_but_sin")
+    m = RandomNet(program)
+    x, y = torch.randn(3, 6), torch.randn(3, 6)
+    prog = lower(m, (x, y), list(order)[:2], registry=reg)
+    torch.testing.assert_close(prog(x, y), m(x, y), rtol=0, atol=0, equal_nan=True)
+    s = prog.summary()
+    placed = [n for p in s.partitions for n in p.nodes] + [f.node for f in s.fallback]
+    assert len(placed) == len(set(placed)) == s.nodes_total

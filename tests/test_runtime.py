@@ -1,0 +1,115 @@
+"""Runtime: input validation, handles, contract checks on execute, threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from delegate_sdk import hookimpl
+from delegate_sdk.errors import ContractError, InputError
+from delegate_sdk.lower import lower
+from dsdk_test_plugins.ir_backend import ELEMENTWISE, LINEAR, IRBackend
+from dsdk_test_plugins.models import TwoOutputs, dynamic_mlp, small_cnn
+
+
+@pytest.fixture
+def cnn_prog(registry):
+    registry.register(IRBackend("lin", LINEAR), "lin")
+    registry.register(IRBackend("elem", ELEMENTWISE), "elem")
+    model, (x,) = small_cnn()
+    return lower(model, (x,), ["lin", "elem"], registry=registry), model, x
+
+
+@pytest.mark.parametrize("bad, message", [
+    ((), r"expected 1 input\(s\) \(x: float32\[2, 3, 8, 8\]\), got 0"),
+    ((torch.randn(2, 3, 8, 8), torch.randn(1)), "expected 1 input"),
+    ((torch.randn(2, 3, 8, 8).double(),), r"input #0 'x': expected dtype float32, got float64"),
+    ((torch.randn(3, 8, 8),), r"input #0 'x': expected rank 4 float32\[2, 3, 8, 8\], got rank 3"),
+    ((torch.randn(2, 3, 8, 9),), r"input #0 'x': dim 3 must be 8, got 9"),
+    (([1.0],), r"input #0 'x': expected a tensor float32\[2, 3, 8, 8\], got list"),
+])
+def test_bad_inputs_name_the_input(cnn_prog, bad, message):
+    prog, _, _ = cnn_prog
+    with pytest.raises(InputError, match=message):
+        prog(*bad)
+
+
+def test_dynamic_dim_range(registry):
+    registry.register(IRBackend("lin", LINEAR), "lin")
+    model, (x,), dyn = dynamic_mlp()
+    prog = lower(model, (x,), ["lin"], registry=registry, dynamic_shapes=dyn)
+    with pytest.raises(InputError, match=r"dim 0 \(s\w+\) must be in \[1, 64\], got 65"):
+        prog(torch.randn(65, 6))
+    prog(torch.randn(64, 6))
+
+
+def test_non_contiguous_inputs(cnn_prog):
+    prog, model, _ = cnn_prog
+    x = torch.randn(2, 8, 8, 3).permute(0, 3, 1, 2)
+    assert not x.is_contiguous()
+    torch.testing.assert_close(prog(x), model(x), rtol=0, atol=0)
+
+
+class WrongOutputs(IRBackend):
+    def __init__(self, mode: str):
+        super().__init__("wrong", ELEMENTWISE)
+        self.mode = mode
+
+    @hookimpl
+    def execute(self, handle, inputs):  # type: ignore[override]
+        out = IRBackend.execute(self, handle, inputs)
+        if self.mode == "count":
+            return out + out
+        if self.mode == "dtype":
+            return [t.double() for t in out]
+        if self.mode == "shape":
+            return [t.reshape(-1) for t in out]
+        return out
+
+
+@pytest.mark.parametrize("mode, message", [("count", r"returned 4 output\(s\), expected 2"),
+                                           ("dtype", "output 0 has dtype float64, expected float32"),
+                                           ("shape", r"output 0 has shape \[20\], expected \[4, 5\]")])
+def test_execute_contract_is_checked(registry, mode, message):
+    registry.register(WrongOutputs(mode), "wrong")
+    m = TwoOutputs()
+    a, b = torch.randn(4, 5), torch.randn(4, 5)
+    prog = lower(m, (a, b), ["wrong"], registry=registry)
+    with pytest.raises(ContractError, match=message):
+        prog(a, b)
+
+
+@pytest.mark.parametrize("thread_safe", [False, True])
+def test_eight_threads_get_correct_results(registry, thread_safe):
+    be = IRBackend("lin", LINEAR, thread_safe=thread_safe, slow_execute=0.002)
+    registry.register(be, "lin")
+    registry.register(IRBackend("elem", ELEMENTWISE, thread_safe=thread_safe, slow_execute=0.002), "elem")
+    model, (x,) = small_cnn()
+    prog = lower(model, (x,), ["lin", "elem"], registry=registry)
+    inits = be.inits
+    inputs = [torch.randn(2, 3, 8, 8) for _ in range(8)]
+    expected = [model(t) for t in inputs]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def work(k: int) -> None:
+        try:
+            barrier.wait()
+            for _ in range(10):
+                torch.testing.assert_close(prog(inputs[k]), expected[k], rtol=0, atol=0)
+        except BaseException as e:  # collected and re-raised in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert be.inits == inits
+    if thread_safe:
+        assert be.max_concurrent > 1  # the core does not serialise a thread-safe plugin
+    else:
+        assert be.max_concurrent == 1  # ... and does serialise one that is not
