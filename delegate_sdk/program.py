@@ -100,6 +100,7 @@ class Program:
         self._registry = registry or default_registry()
         self._subprograms = subprograms or {}
         self._out_spec = pytree.treespec_loads(parts.out_spec)
+        self._unflatten = _fast_unflatten(self._out_spec)
         runtimes: list[DelegateRuntime] = []
         try:
             for rec, blob in zip(parts.records, parts.blobs):
@@ -112,8 +113,7 @@ class Program:
 
     # ------------------------------------------------------------ running
     def __call__(self, *inputs: Any) -> Any:
-        flat = self._runtime.run(inputs)
-        return pytree.tree_unflatten(flat, self._out_spec)
+        return self._unflatten(self._runtime.run(inputs))
 
     def trace(self, *inputs: Any) -> tuple[list[Any], dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]]]:
         """Flat outputs plus, per partition id, the tensors that crossed its boundary in this call."""
@@ -193,6 +193,15 @@ class Program:
         finally:
             if tmp.exists():
                 tmp.unlink()
+
+
+def _fast_unflatten(spec: pytree.TreeSpec) -> Any:
+    """The common output structures (one tensor, a flat tuple) without a pytree walk per call."""
+    if spec.is_leaf():
+        return lambda flat: flat[0]
+    if spec.type is tuple and all(c.is_leaf() for c in spec.children_specs):
+        return tuple
+    return lambda flat: pytree.tree_unflatten(flat, spec)
 
 
 def _pack_weights(weights: dict[str, torch.Tensor]) -> tuple[list[dict[str, Any]], bytes]:

@@ -57,6 +57,17 @@ class Backend:
     def implements(self, hook_name: str) -> bool:
         return any(impl.plugin is self.plugin for impl in getattr(self.hook.pm.hook, hook_name).get_hookimpls())
 
+    def direct(self, hook_name: str) -> Any:
+        """This plugin's implementation of a hook as a plain callable taking keyword arguments."""
+        impls = [i for i in getattr(self.hook.pm.hook, hook_name).get_hookimpls() if i.plugin is self.plugin]
+        if len(impls) != 1 or impls[0].hookwrapper or impls[0].wrapper:
+            return lambda **kw: self.hook.call(hook_name, **kw)
+        fn, names = impls[0].function, impls[0].argnames
+
+        def call(**kwargs: Any) -> Any:
+            return fn(*(kwargs[n] for n in names))
+        return call
+
     def require_available(self) -> BackendInfo:
         info = self.info()
         if not info.available:

@@ -105,6 +105,25 @@ def input_signature(ep: ExportedProgram) -> list[InputSpec]:
     return out
 
 
+class InputValidator:
+    """``validate_inputs`` with a fast path: static signatures compare dtype and shape in one go."""
+
+    def __init__(self, specs: list[InputSpec]):
+        self.specs = specs
+        self._static = all(d.symbol is None for s in specs for d in s.dims)
+        self._want = [(getattr(torch, s.dtype), torch.Size(d.size for d in s.dims)) for s in specs] \
+            if self._static else []
+
+    def __call__(self, inputs: tuple[Any, ...]) -> None:
+        if self._static and len(inputs) == len(self._want):
+            for x, (dtype, shape) in zip(inputs, self._want):
+                if not isinstance(x, torch.Tensor) or x.dtype != dtype or x.shape != shape:
+                    break
+            else:
+                return
+        validate_inputs(self.specs, inputs)
+
+
 def validate_inputs(specs: list[InputSpec], inputs: tuple[Any, ...]) -> None:
     """Raise InputError naming the first input that does not fit ``specs``."""
     if len(inputs) != len(specs):

@@ -134,3 +134,4 @@ class IRBackend:
 # Instances for DELEGATE_SDK_PLUGINS=name=dsdk_test_plugins.ir_backend:ALL etc. (e.g. in CLI tests)
 ALL = IRBackend("ir_all")
 ELEMENTWISE_ONLY = IRBackend("ir_elementwise", ELEMENTWISE)
+LINEAR_ONLY = IRBackend("ir_linear", LINEAR)
