@@ -92,10 +92,17 @@ def _reject_mutations(ep: ExportedProgram) -> None:
                              "model.eval() and remove in-place updates of buffers or inputs before lowering")
 
 
+def _is_host(reasons: list[Any]) -> bool:
+    return bool(reasons) and all(r.code == ReasonCode.HOST for r in reasons)
+
+
 def _placements(s: _Session) -> tuple[list[NodePlacement], dict[str, str]]:
+    """Every compute node; shape arithmetic on the host (sym_size & co.) is not a placement decision."""
     backend_of = {p.id: p.backend for p in s.plan.partitions}
     out = []
     for name, node in s.nodes.items():
+        if _is_host(s.plan.fallback.get(name, [])):
+            continue
         pid = s.plan.placement.get(name)
         out.append(NodePlacement(name, op_name(node), pid, backend_of.get(pid) if pid else None,
                                  list(s.plan.fallback.get(name, []))))
@@ -103,11 +110,12 @@ def _placements(s: _Session) -> tuple[list[NodePlacement], dict[str, str]]:
 
 
 def _fallback_nodes(s: _Session) -> list[FallbackNode]:
-    return [FallbackNode(name, op_name(s.nodes[name]), list(reasons)) for name, reasons in s.plan.fallback.items()]
+    return [FallbackNode(name, op_name(s.nodes[name]), list(reasons)) for name, reasons in s.plan.fallback.items()
+            if not _is_host(reasons)]
 
 
 def _check_strict(s: _Session) -> None:
-    real = [(n, r) for n, r in s.plan.fallback.items() if not any(x.code == ReasonCode.HOST for x in r)]
+    real = [(n, r) for n, r in s.plan.fallback.items() if not _is_host(r)]
     if not real:
         return
     lines = []
@@ -287,7 +295,8 @@ def _assemble(s: _Session, compiled: dict[str, tuple[CompiledDelegate, Subgraph]
             weights[name] = ep.constants[sp.target] if sp.target in ep.constants else ep.state_dict[sp.target]
     graph.weights = list(weights)
     parts = _Parts(graph, records, blobs, weights, input_signature(ep),
-                   pytree.treespec_dumps(ep.call_spec.out_spec), _fallback_nodes(s), s.plan.nodes_total)
+                   pytree.treespec_dumps(ep.call_spec.out_spec), _fallback_nodes(s),
+                   s.plan.nodes_total - sum(1 for r in s.plan.fallback.values() if _is_host(r)))
     return Program(parts, registry, {pid: sg.program for pid, sg in subgraphs.items()})
 
 

@@ -69,12 +69,32 @@ def _core_refusal(n: torch.fx.Node, skip_ops: set[str], skip_nodes: set[str]) ->
     if name in skip_ops or short in skip_ops or name.rsplit(".", 1)[0] in skip_ops:
         return Refusal(n.name, ReasonCode.SKIPPED, f"skipped by the user (skip_ops: {name})", "core")
     for a in n.all_input_nodes:
-        if a.op == "call_function" and not is_tensor_node(a):
+        if a.op == "call_function" and not is_tensor_node(a) and not _resolvable_size(a):
             return Refusal(n.name, ReasonCode.DYNAMIC,
-                           f"takes a size computed on the host ({a.name}); dynamic sizes stay on eager", "core")
+                           f"takes a value computed on the host ({a.name}) that a partition cannot recompute", "core")
         if a.op == "get_attr":
             return Refusal(n.name, ReasonCode.OP, f"reads a submodule attribute ({a.name})", "core")
     return None
+
+
+_SIZE_OPS = {"aten.sym_size.int"}
+
+
+def _resolvable_size(a: torch.fx.Node, depth: int = 0) -> bool:
+    """A SymInt computed from tensor sizes with python arithmetic: a partition can recompute it."""
+    if depth > 32 or a.op != "call_function":
+        return False
+    if op_name(a) in _SIZE_OPS:
+        return True
+    from delegate_sdk.graph_ir import PY_OPS
+
+    if op_name(a) not in PY_OPS and not (callable(a.target) and f"torch.{getattr(a.target, '__name__', '')}" in PY_OPS):
+        return False
+    return all(_resolvable_size(x, depth + 1) for x in a.all_input_nodes)
+
+
+def _sym_expr(v: object) -> object:
+    return v.node.expr if isinstance(v, torch.SymInt) else v
 
 
 @dataclass
@@ -97,14 +117,42 @@ def extract(ep: ExportedProgram, names: list[str]) -> Subgraph:
 
     weights: list[torch.fx.Node] = []
     user_inputs: list[torch.fx.Node] = []
+    hosts: list[torch.fx.Node] = []  # SymInt nodes the partition recomputes from tensor sizes
     seen: set[torch.fx.Node] = set()
+
+    def visit_host(h: torch.fx.Node) -> None:
+        if h in seen:
+            return
+        seen.add(h)
+        for x in h.all_input_nodes:
+            if op_name(h) not in _SIZE_OPS:
+                visit_host(x)
+        hosts.append(h)
+
     for n in part:
         for a in n.all_input_nodes:
             if a in part_set or a in seen:
                 continue
+            if a.op == "call_function" and not is_tensor_node(a):
+                visit_host(a)
+                continue
             seen.add(a)
             spec = specs_by_arg.get(a.name) if a.op == "placeholder" else None
             (weights if spec is not None and spec.kind in _WEIGHT_KINDS else user_inputs).append(a)
+    # a size is read from a tensor the partition already receives; failing that, its source becomes an input
+    size_source: dict[torch.fx.Node, tuple[torch.fx.Node, int]] = {}
+    for h in hosts:
+        if op_name(h) not in _SIZE_OPS:
+            continue
+        expr = _sym_expr(h.meta.get("val"))
+        found = next(((u, d) for u in user_inputs if isinstance(u.meta.get("val"), torch.Tensor)
+                      for d, size in enumerate(u.meta["val"].shape) if _sym_expr(size) == expr), None)
+        if found is None:
+            src = h.args[0]
+            if src not in user_inputs:
+                user_inputs.append(src)
+            found = (src, int(h.args[1]))
+        size_source[h] = found
     outputs = [n for n in part if any(u not in part_set for u in n.users)]
 
     order = {InputKind.PARAMETER: 0, InputKind.BUFFER: 1, InputKind.CONSTANT_TENSOR: 2}
@@ -130,6 +178,13 @@ def extract(ep: ExportedProgram, names: list[str]) -> Subgraph:
         p.meta = {k: v for k, v in a.meta.items() if k in ("val", "tensor_meta", "stack_trace")}
         env[a] = p
         input_specs.append(InputSpec(InputKind.USER_INPUT, TensorArgument(p.name), None))
+    for h in hosts:
+        if h in size_source:
+            src, dim = size_source[h]
+            env[h] = g.call_function(torch.ops.aten.sym_size.int, (env[src], dim))
+            env[h].meta = dict(h.meta)
+        else:
+            env[h] = g.node_copy(h, lambda x: env[x])
     for n in part:
         env[n] = g.node_copy(n, lambda x: env[x])
     out_nodes = [env[o] for o in outputs]

@@ -213,3 +213,33 @@ def test_random_graphs_lowered_equal_eager(program, order):
     s = prog.summary()
     placed = [n for p in s.partitions for n in p.nodes] + [f.node for f in s.fallback]
     assert len(placed) == len(set(placed)) == s.nodes_total
+
+
+class FlattenNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = torch.nn.Conv2d(3, 4, 3)
+        self.l = torch.nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.l(torch.relu(self.c(x)).flatten(1)).softmax(-1)
+
+
+@pytest.mark.parametrize("ops", [None, ELEMENTWISE | {"aten.view.default", "aten.permute.default",
+                                                      "aten.addmm.default"}])
+def test_dynamic_sizes_are_recomputed_inside_partitions(registry, ops):
+    registry.register(IRBackend("b", ops), "b")
+    torch.manual_seed(0)
+    m, x = FlattenNet().eval(), torch.randn(4, 3, 8, 8)
+    batch = torch.export.Dim("batch", min=1, max=32)
+    prog = lower(m, (x,), ["b"], registry=registry, dynamic_shapes={"x": {0: batch}})
+    s = prog.summary()
+    view_part = next(p for p in s.partitions if "view" in p.nodes)
+    assert "aten.sym_size.int" not in [f.op for f in s.fallback]  # host arithmetic is not a fallback
+    sub = prog.subprogram(view_part.id)
+    assert any(n.target == torch.ops.aten.sym_size.int for n in sub.graph.nodes)
+    if ops is None:
+        assert s.fallback == [] and s.nodes_delegated == s.nodes_total
+    for b in (1, 5, 32):
+        xb = torch.randn(b, 3, 8, 8)
+        torch.testing.assert_close(prog(xb), m(xb), rtol=0, atol=0)

@@ -2,7 +2,7 @@
 
 The plan: every selected sample of every selected case, grouped into *units*: the samples of one case
 that share shapes (``Sample.group_key``) are lowered once and run one after the other. Units are spread
-over ``jobs`` worker processes (``multiprocessing`` *spawn*; a worker is reused for many units). A worker
+over ``jobs`` worker processes (fresh interpreters started with ``subprocess``; a worker is reused for many units). A worker
 reports each step it starts (lowering a unit, running a sample) and each result; so when a worker dies
 (``os.abort()``, a segfault in a vendor runtime) the step it was on is reported CRASH, and when a step
 runs past ``timeout`` seconds the worker is killed and the step reported TIMEOUT. The remaining samples of
@@ -15,11 +15,13 @@ is quoted in CRASH details.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import re
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections import deque
@@ -148,15 +150,16 @@ def _worker_cases(cfg: dict[str, Any]) -> dict[str, Case]:
     return _CASES
 
 
-def _worker_main(conn: Connection, cfg: dict[str, Any], log_path: str) -> None:
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
+def _worker_main(conn: Connection) -> None:
+    """Body of a worker process (``python -m delegate_sdk.conformance.worker FD``)."""
     import logging
     import warnings
 
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING)
+    msg = conn.recv()
+    assert msg[0] == "config", msg
+    cfg: dict[str, Any] = msg[1]
     import torch
 
     torch.set_num_threads(int(cfg.get("threads") or 1))
@@ -223,18 +226,40 @@ def _tail(path: Path, n: int = 3) -> str:
 
 
 class _Worker:
-    def __init__(self, ctx: Any, cfg: dict[str, Any], log_path: Path):
-        self.parent_conn, child_conn = ctx.Pipe()
+    """A worker process (``python -m delegate_sdk.conformance.worker``) and its connection.
+
+    Started with ``subprocess`` rather than ``multiprocessing`` so that it never re-imports the caller's
+    ``__main__``; it inherits the environment, and the parent's ``sys.path`` is prepended to its
+    ``PYTHONPATH`` (as multiprocessing would do), so test plugins importable here are importable there.
+    """
+
+    def __init__(self, cfg: dict[str, Any], log_path: Path):
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        paths = [p for p in sys.path if p] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        env["PYTHONPATH"] = os.pathsep.join(paths)
         self.log_path = log_path
-        self.proc = ctx.Process(target=_worker_main, args=(child_conn, cfg, str(log_path)), daemon=True)
-        self.proc.start()
-        child_conn.close()
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "delegate_sdk.conformance.worker", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=env, close_fds=True)
+        theirs.close()
+        self.parent_conn = Connection(ours.detach())
+        self.parent_conn.send(("config", cfg))
         self.ready = False
         self.unit: Unit | None = None
         self.done_ids: set[str] = set()
         self.step: str | None = None
         self.step_started = time.monotonic()
         self.started = time.monotonic()
+
+    @property
+    def exitcode(self) -> int | None:
+        try:
+            return self.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            return None
 
     def assign(self, unit: Unit) -> None:
         self.unit = unit
@@ -244,9 +269,12 @@ class _Worker:
         self.parent_conn.send(("unit", unit.case_id, unit.labels))
 
     def kill(self) -> None:
-        if self.proc.is_alive():
+        if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.join(5)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
         try:
             self.parent_conn.close()
         except OSError:
@@ -267,7 +295,6 @@ def run_units(cfg: RunConfig, cases: Sequence[Case], units: Sequence[Unit],
     queue: deque[Unit] = deque(units)
     tmpdir = tempfile.mkdtemp(prefix="dsdk-conform-")
     wcfg = cfg.worker_dict(tmpdir)
-    ctx = mp.get_context("spawn")
     n_workers = max(1, min(cfg.jobs, len(units)))
     workers: list[_Worker] = []
     spawned = 0
@@ -283,7 +310,7 @@ def run_units(cfg: RunConfig, cases: Sequence[Case], units: Sequence[Unit],
     def spawn() -> _Worker:
         nonlocal spawned
         spawned += 1
-        return _Worker(ctx, wcfg, Path(tmpdir) / f"worker{spawned}.log")
+        return _Worker(wcfg, Path(tmpdir) / f"worker{spawned}.log")
 
     def fail_current(w: _Worker, outcome: str, why: str) -> None:
         """The worker is gone: its current step gets ``outcome``; the unit's untouched samples are retried."""
@@ -322,18 +349,13 @@ def run_units(cfg: RunConfig, cases: Sequence[Case], units: Sequence[Unit],
                 elif w.unit is not None and cfg.timeout:
                     deadlines.append(w.step_started + cfg.timeout)
             wait_for = max(0.05, min(deadlines) - now) if deadlines else 1.0
-            objs: list[Any] = []
-            for w in workers:
-                objs += [w.parent_conn, w.proc.sentinel]
-            ready = wait(objs, timeout=min(wait_for, 5.0))
+            ready = wait([w.parent_conn for w in workers], timeout=min(wait_for, 5.0))
             replace: list[_Worker] = []
             for w in workers:
                 dead = False
-                while w.parent_conn in ready or w.proc.sentinel in ready:
+                while w.parent_conn in ready:
                     try:
                         if not w.parent_conn.poll():
-                            if w.proc.sentinel in ready and not w.proc.is_alive():
-                                dead = True
                             break
                         msg = w.parent_conn.recv()
                     except (EOFError, OSError):
@@ -366,8 +388,7 @@ def run_units(cfg: RunConfig, cases: Sequence[Case], units: Sequence[Unit],
                     elif kind == "fatal":
                         raise RunAborted(msg[1])
                 if dead:
-                    w.proc.join(2)
-                    why = f"the worker process died ({_signal_name(w.proc.exitcode)})"
+                    why = f"the worker process died ({_signal_name(w.exitcode)})"
                     tail = _tail(w.log_path)
                     if tail:
                         why += f"; its last output: {tail}"
@@ -400,12 +421,11 @@ def run_units(cfg: RunConfig, cases: Sequence[Case], units: Sequence[Unit],
     finally:
         for w in workers:
             try:
-                if w.proc.is_alive() and w.ready and w.unit is None:
+                if w.proc.poll() is None and w.ready and w.unit is None:
                     w.parent_conn.send(("stop",))
             except OSError:
                 pass
         for w in workers:
-            w.proc.join(2)
             w.kill()
         shutil.rmtree(tmpdir, ignore_errors=True)
     out = []
