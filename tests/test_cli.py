@@ -39,6 +39,8 @@ def test_inspect_table_and_json():
     r = cli("inspect", "dsdk_test_plugins.models:small_cnn", "--backends", "lin,elem")
     assert r.returncode == 0, r.stderr
     assert "nodes delegated" in r.stdout and "aten.sin.default" in r.stdout and "not in ir_linear" in r.stdout
+    r = cli("inspect", "dsdk_test_plugins.models:small_cnn", "--backends", "lin,elem", "--estimate")
+    assert r.returncode == 0 and "cycles" in r.stdout, r.stderr
     j = json.loads(cli("inspect", "dsdk_test_plugins.models:small_cnn", "--backends", "lin,elem", "--json").stdout)
     sin = next(n for n in j["nodes"] if n["op"] == "aten.sin.default")
     assert sin["partition"] is None and {r["backend"] for r in sin["reasons"]} == {"lin", "elem"}

@@ -243,3 +243,13 @@ def test_dynamic_sizes_are_recomputed_inside_partitions(registry, ops):
     for b in (1, 5, 32):
         xb = torch.randn(b, 3, 8, 8)
         torch.testing.assert_close(prog(xb), m(xb), rtol=0, atol=0)
+
+
+def test_inspect_estimate_compiles_and_reports_perf(two):
+    registry, a, b = two
+    model, (x,) = small_cnn()
+    rep = inspect(model, (x,), ["lin", "elem"], registry=registry)
+    assert all(p.perf is None for p in rep.partitions)
+    rep = inspect(model, (x,), ["lin", "elem"], registry=registry, estimate=True)
+    assert rep.partitions and all(p.perf is not None and p.perf.cycles > 0 for p in rep.partitions)
+    assert rep.to_json()["partitions"][0]["perf"]["source"] == "ir test model"

@@ -14,7 +14,8 @@ import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind
 
-from delegate_sdk import (BackendInfo, Claims, CompiledDelegate, OptionSpec, QuantParams, ReasonCode, Refusal,
+from delegate_sdk import (BackendInfo, Claims, CompiledDelegate, OptionSpec, PerfEstimate, QuantParams, ReasonCode,
+                          Refusal,
                           hookimpl)
 from delegate_sdk.graph_ir import Executor, build_outer_graph
 from delegate_sdk.program import _pack_weights, _unpack_weights
@@ -93,7 +94,8 @@ class IRBackend:
         quant = [QuantParams(0.1, 0, "int8") for _ in range(n_out)] if self.output_quant else []
         return CompiledDelegate(blob=len(header).to_bytes(8, "little") + header + raw, format="dsdk-test-ir",
                                 format_version=self.format_version, meta={"nodes": len(program.graph.nodes)},
-                                op_counts={"ir": len(graph.nodes)}, output_quant=quant)
+                                op_counts={"ir": len(graph.nodes)}, output_quant=quant,
+                                perf=PerfEstimate(cycles=100 * len(graph.nodes), source="ir test model"))
 
     @hookimpl
     def init(self, blob: bytes, meta: dict[str, Any], options: dict[str, Any]) -> Any:
