@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from delegate_sdk.lower import lower  # noqa: E402
+from delegate_sdk.lowering import lower  # noqa: E402
 from delegate_sdk.registry import Registry  # noqa: E402
 
 

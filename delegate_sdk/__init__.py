@@ -35,7 +35,7 @@ def lower(model: Any, example_inputs: tuple[Any, ...], backends: list[str], *,
           options: dict[str, dict[str, Any]] | None = None, calibration: Any = None,
           dynamic_shapes: Any = None, strict: bool = False, **partition_options: Any) -> Program:
     """Capture ``model``, partition it over ``backends`` (priority order), compile, return a Program."""
-    from delegate_sdk.lower import lower as _lower
+    from delegate_sdk.lowering import lower as _lower
 
     return _lower(model, example_inputs, backends, options=options, calibration=calibration,
                   dynamic_shapes=dynamic_shapes, strict=strict, **partition_options)
@@ -45,7 +45,7 @@ def inspect(model: Any, example_inputs: tuple[Any, ...], backends: list[str], *,
             options: dict[str, dict[str, Any]] | None = None, dynamic_shapes: Any = None,
             **partition_options: Any) -> InspectReport:
     """Who would take which node, and every backend's reason for each node left to eager. No compilation."""
-    from delegate_sdk.lower import inspect as _inspect
+    from delegate_sdk.lowering import inspect as _inspect
 
     return _inspect(model, example_inputs, backends, options=options, dynamic_shapes=dynamic_shapes,
                     **partition_options)

@@ -104,7 +104,7 @@ def inspect_cmd(model: str, backends: str, options: tuple[str, ...], skip_ops: s
     MODEL is a .pt2 file (torch.export.save) or package.module:callable returning
     (module, example_inputs[, dynamic_shapes]).
     """
-    import delegate_sdk.lower as lw
+    import delegate_sdk.lowering as lw
     from delegate_sdk.capture import load_model_ref
 
     mod, inputs, dyn = load_model_ref(model)
@@ -170,7 +170,7 @@ def _random_inputs(specs: list[Any], seed: int) -> tuple[Any, ...]:
 def lower(model: str, backends: str, output: str, options: tuple[str, ...], calibration_samples: int,
           calibration_file: str | None, strict: bool, skip_ops: str, min_partition_size: int) -> None:
     """Lower MODEL onto BACKENDS and write a single-file artifact."""
-    import delegate_sdk.lower as lw
+    import delegate_sdk.lowering as lw
     from delegate_sdk.capture import capture, load_model_ref
     from delegate_sdk.signature import input_signature
 

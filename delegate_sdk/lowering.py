@@ -295,9 +295,33 @@ def _assemble(s: _Session, compiled: dict[str, tuple[CompiledDelegate, Subgraph]
             weights[name] = ep.constants[sp.target] if sp.target in ep.constants else ep.state_dict[sp.target]
     graph.weights = list(weights)
     parts = _Parts(graph, records, blobs, weights, input_signature(ep),
-                   pytree.treespec_dumps(ep.call_spec.out_spec), _fallback_nodes(s),
+                   _storable_spec(ep.call_spec.out_spec), _fallback_nodes(s),
                    s.plan.nodes_total - sum(1 for r in s.plan.fallback.values() if _is_host(r)))
     return Program(parts, registry, {pid: sg.program for pid, sg in subgraphs.items()})
+
+
+def _storable_spec(spec: pytree.TreeSpec) -> str:
+    """The output structure as JSON; named tuples (``torch.return_types.max``) become plain tuples."""
+    try:
+        return pytree.treespec_dumps(spec)
+    except (NotImplementedError, TypeError, ValueError):
+        pass
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, tuple):
+            return tuple(plain(v) for v in x)
+        if isinstance(x, list):
+            return [plain(v) for v in x]
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        return x
+
+    structure = plain(pytree.tree_unflatten(list(range(spec.num_leaves)), spec))
+    try:
+        return pytree.treespec_dumps(pytree.tree_flatten(structure)[1])
+    except (NotImplementedError, TypeError, ValueError) as e:
+        raise UsageError(f"the model's output structure cannot be stored ({e}); return tensors, tuples, lists "
+                         "or dicts of them") from None
 
 
 def _referenced(graph: Any) -> set[str]:

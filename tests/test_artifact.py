@@ -17,7 +17,7 @@ from delegate_sdk.errors import (
     BackendUnavailableError,
     MissingPluginError,
 )
-from delegate_sdk.lower import lower
+from delegate_sdk.lowering import lower
 from delegate_sdk.program import load
 from delegate_sdk.registry import Registry
 from dsdk_test_plugins.ir_backend import ELEMENTWISE, LINEAR, IRBackend

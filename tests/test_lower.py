@@ -16,7 +16,7 @@ from delegate_sdk.errors import (
     UnknownBackendError,
     UsageError,
 )
-from delegate_sdk.lower import inspect, lower
+from delegate_sdk.lowering import inspect, lower
 from delegate_sdk.types import ReasonCode
 from dsdk_test_plugins.ir_backend import ELEMENTWISE, LINEAR, IRBackend
 from dsdk_test_plugins.models import SmallCNN, TwoOutputs, dynamic_mlp, small_cnn
@@ -253,3 +253,20 @@ def test_inspect_estimate_compiles_and_reports_perf(two):
     rep = inspect(model, (x,), ["lin", "elem"], registry=registry, estimate=True)
     assert rep.partitions and all(p.perf is not None and p.perf.cycles > 0 for p in rep.partitions)
     assert rep.to_json()["partitions"][0]["perf"]["source"] == "ir test model"
+
+
+class MaxDim(torch.nn.Module):
+    def forward(self, x: torch.Tensor):
+        return torch.max(x, dim=1)  # a torch.return_types named tuple
+
+
+def test_named_tuple_outputs_are_stored_as_tuples(two, tmp_path):
+    from delegate_sdk.program import load
+
+    registry, _, _ = two
+    x = torch.randn(3, 4)
+    prog = lower(MaxDim(), (x,), ["elem"], registry=registry)
+    prog.save(tmp_path / "m.dsdk")
+    values, indices = load(tmp_path / "m.dsdk", registry)(x)
+    torch.testing.assert_close(values, x.max(1).values)
+    torch.testing.assert_close(indices, x.max(1).indices)

@@ -9,7 +9,7 @@ import torch
 
 from delegate_sdk import hookimpl
 from delegate_sdk.errors import ContractError, InputError
-from delegate_sdk.lower import lower
+from delegate_sdk.lowering import lower
 from dsdk_test_plugins.ir_backend import ELEMENTWISE, LINEAR, IRBackend
 from dsdk_test_plugins.models import TwoOutputs, dynamic_mlp, small_cnn
 
