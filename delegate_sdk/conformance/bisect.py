@@ -119,7 +119,7 @@ class _Wrap(torch.nn.Module):
 
 
 def _first_node(sub: Any, b_in: list[torch.Tensor], plugin: str, options: dict[str, Any], precision: str) -> str:
-    from delegate_sdk.lower import lower
+    from delegate_sdk.lowering import lower
 
     gm = sub.module()
     nodes = _compute_nodes(gm)

@@ -52,7 +52,7 @@ def conform(plugin: str, precision: str | None, option_values: tuple[str, ...], 
     console = Console(highlight=False)
     try:
         backend = default_registry().get(plugin)
-        options = parse_option_args(option_values, plugin, backend.info().options)
+        options = parse_option_args(option_values, plugin, backend.info())
     except DelegateSDKError as e:
         raise click.ClickException(str(e)) from None
 

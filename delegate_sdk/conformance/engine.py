@@ -14,51 +14,21 @@ from delegate_sdk.conformance.report import CaseResult, Report
 from delegate_sdk.conformance.runner import RunConfig, Unit, collect_cases, parse_shard, plan, run_units
 from delegate_sdk.errors import UsageError
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+def parse_option_args(values: Sequence[str], plugin: str, info: Any = None) -> dict[str, Any]:
+    """``["qnn.htp_arch=73", ...]`` -> ``{"htp_arch": "73"}`` for the plugin under test, exactly as ``lower``
+    parses ``--option`` (:func:`delegate_sdk.options.parse_cli_options`); with the plugin's ``BackendInfo``
+    the values are also validated now (the core validates and converts them again when lowering)."""
+    from delegate_sdk.options import parse_cli_options, validate_options
 
-
-def parse_option_args(values: Sequence[str], plugin: str, option_specs: Sequence[Any] = ()) -> dict[str, Any]:
-    """``["qnn.htp_arch=73", ...]`` -> ``{"htp_arch": 73}`` for the plugin under test.
-
-    Values are converted with the type of the plugin's ``OptionSpec`` (``int``, ``float``, ``bool``,
-    ``str``); the core validates them as ``lower`` does (choices, ranges).
-    """
-    specs = {s.name: s for s in option_specs}
-    out: dict[str, Any] = {}
-    for raw in values:
-        if "=" not in raw or "." not in raw.split("=", 1)[0]:
-            raise UsageError(f"--option {raw!r}: expected NAME.KEY=VALUE (e.g. {plugin}.some_option=1)")
-        key, value = raw.split("=", 1)
-        backend, name = key.split(".", 1)
-        if backend != plugin:
-            raise UsageError(f"--option {raw!r} is for backend {backend!r}, but conform runs plugin {plugin!r}")
-        spec = specs.get(name)
-        if name == "precision":
-            out[name] = value
-            continue
-        if spec is None and specs:
-            raise UsageError(f"plugin {plugin!r} has no option {name!r}; its options: {', '.join(sorted(specs))}")
-        out[name] = _convert(value, getattr(spec, "type", "str"), raw)
-    return out
-
-
-def _convert(value: str, typ: str, raw: str) -> Any:
-    try:
-        if typ == "int":
-            return int(value, 0)
-        if typ == "float":
-            return float(value)
-        if typ == "bool":
-            v = value.strip().lower()
-            if v in _TRUE:
-                return True
-            if v in _FALSE:
-                return False
-            raise ValueError(value)
-    except ValueError:
-        raise UsageError(f"--option {raw!r}: {value!r} is not a valid {typ}") from None
-    return value
+    parsed = parse_cli_options(list(values))
+    stray = sorted(b for b in parsed if b != plugin)
+    if stray:
+        raise UsageError(f"--option {stray[0]}.…: options are for backend {stray[0]!r}, but conform runs plugin "
+                         f"{plugin!r}")
+    given = dict(parsed.get(plugin, {}))
+    if info is not None:
+        validate_options(info, given)
+    return given
 
 
 def run_conformance(plugin: str, *, precision: str | None = None, options: dict[str, Any] | None = None,

@@ -62,6 +62,10 @@ def classify_lower_error(e: BaseException) -> tuple[str, str]:
         return "SKIP", f"capture failed (not the plugin's fault): {_short(e)}"
     if isinstance(e, ContractError):
         return "FAIL_CONTRACT", _short(e)
+    if isinstance(e, PluginError) and e.stage == "preprocess":
+        # the hookspec: claim only what preprocess compiles; a claimed partition that fails to compile is a
+        # contract failure, not a fallback
+        return "FAIL_CONTRACT", f"claimed nodes it then failed to compile: {_short(e)}"
     if isinstance(e, PluginError):
         return STAGE_OUTCOME.get(e.stage, "FAIL_PREPROCESS"), _short(e)
     if isinstance(e, BackendUnavailableError):
@@ -70,7 +74,8 @@ def classify_lower_error(e: BaseException) -> tuple[str, str]:
         return "NOT_CLAIMED", _short(e)
     if isinstance(e, UsageError):
         raise FatalRunError(str(e)) from e
-    return "FAIL_PREPROCESS", f"unexpected error while lowering: {_short(e)}{_where(e)}"
+    # the core wraps every plugin exception in PluginError: anything else is the SDK's own failure
+    return "SKIP", f"delegate-sdk internal error while lowering (not the plugin's fault): {_short(e)}{_where(e)}"
 
 
 def classify_run_error(e: BaseException) -> tuple[str, str]:
@@ -80,14 +85,15 @@ def classify_run_error(e: BaseException) -> tuple[str, str]:
         return STAGE_OUTCOME.get(e.stage, "FAIL_RUN"), _short(e)
     if isinstance(e, InputError):
         return "SKIP", f"the program rejected this sample's inputs (a corpus/core issue): {_short(e)}"
-    return "FAIL_RUN", f"unexpected error while running: {_short(e)}{_where(e)}"
+    return "SKIP", f"delegate-sdk internal error while running (not the plugin's fault): {_short(e)}{_where(e)}"
 
 
 def _result(case: OpCase | ModelCase, s: Sample, outcome: str, detail: str = "", **kw: Any) -> dict[str, Any]:
     quant = tolerance.is_quantized(kw.pop("precision", "fp32"))
     metrics = {"max_abs_err": None, ("max_lsb" if quant else "max_ulp"): None, "sqnr_db": None}
     d = {"id": sample_id(case, s), "case_id": case.id, "kind": case.kind, "op": case.op, "outcome": outcome,
-         "detail": detail, "nodes_total": None, "nodes_delegated": None, "metrics": metrics, "tolerance": {},
+         "detail": detail, "nodes_total": None, "nodes_delegated": None, "metrics": metrics,
+         "tolerance": {"kind": "none", "note": f"not compared ({outcome})"},
          "duration_s": 0.0}
     d.update(kw)
     return d
@@ -172,10 +178,18 @@ class GroupRunner:
         totals = {"nodes_total": int(summary.nodes_total), "nodes_delegated": int(summary.nodes_delegated)}
         if summary.nodes_delegated == 0:
             dt = (time.perf_counter() - t0) / len(todo)
+            lowered.close()
             for s in todo:
                 self.emit(_result(case, s, "NOT_CLAIMED", "no node delegated: " + _fallback_text(summary),
                                   duration_s=dt, precision=self.precision, **totals))
             return
+        try:
+            self._run_loaded(case, todo, module, lowered, summary, totals, t0)
+        finally:
+            lowered.close()
+
+    def _run_loaded(self, case: OpCase | ModelCase, todo: list[Sample], module: torch.nn.Module, lowered: Any,
+                    summary: Any, totals: dict[str, int], t0: float) -> None:
         loaded, err = self._save_load(lowered)
         lower_share = (time.perf_counter() - t0) / len(todo)
         if err is not None:
@@ -183,6 +197,13 @@ class GroupRunner:
                 self.emit(_result(case, s, err[0], err[1], duration_s=lower_share, precision=self.precision,
                                   **totals))
             return
+        try:
+            self._run_samples(case, todo, module, lowered, loaded, summary, totals, lower_share)
+        finally:
+            loaded.close()
+
+    def _run_samples(self, case: OpCase | ModelCase, todo: list[Sample], module: torch.nn.Module, lowered: Any,
+                     loaded: Any, summary: Any, totals: dict[str, int], lower_share: float) -> None:
         for s in todo:
             self.step(sample_id(case, s))
             t1 = time.perf_counter()
@@ -202,7 +223,7 @@ class GroupRunner:
 
     def _lower(self, module: torch.nn.Module, example: tuple[torch.Tensor, ...], calib: Any,
                dyn: Any) -> tuple[Any, tuple[str, str] | None]:
-        from delegate_sdk.lower import lower
+        from delegate_sdk.lowering import lower
 
         try:
             prog = lower(copy.deepcopy(module), example, [self.plugin], options=self._options(),

@@ -2,9 +2,9 @@
 
 The plan: every selected sample of every selected case, grouped into *units*: the samples of one case
 that share shapes (``Sample.group_key``) are lowered once and run one after the other. Units are spread
-over ``jobs`` worker processes (fresh interpreters started with ``subprocess``; a worker is reused for many units). A worker
-reports each step it starts (lowering a unit, running a sample) and each result; so when a worker dies
-(``os.abort()``, a segfault in a vendor runtime) the step it was on is reported CRASH, and when a step
+over ``jobs`` worker processes (fresh interpreters started with ``subprocess``; a worker is reused for many
+units). A worker reports each step it starts (lowering a unit, running a sample) and each result; so when
+a worker dies (``os.abort()``, a segfault in a vendor runtime) the step it was on is reported CRASH, and when a step
 runs past ``timeout`` seconds the worker is killed and the step reported TIMEOUT. The remaining samples of
 that unit are retried in a fresh worker; the run goes on. A crash while lowering marks every sample of
 the unit (they share that lowering).
@@ -217,11 +217,22 @@ def _signal_name(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def _tail(path: Path, n: int = 3) -> str:
+def _size(path: Path) -> int:
     try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _tail(path: Path, offset: int = 0, n: int = 3) -> str:
+    """The last ``n`` non-empty lines the worker wrote after ``offset`` (its output during the failed step)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
     except OSError:
         return ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return " / ".join(lines[-n:])[-400:]
 
 
@@ -253,6 +264,7 @@ class _Worker:
         self.step: str | None = None
         self.step_started = time.monotonic()
         self.started = time.monotonic()
+        self.log_offset = 0
 
     @property
     def exitcode(self) -> int | None:
@@ -266,6 +278,7 @@ class _Worker:
         self.done_ids = set()
         self.step = "lower"
         self.step_started = time.monotonic()
+        self.log_offset = _size(self.log_path)
         self.parent_conn.send(("unit", unit.case_id, unit.labels))
 
     def kill(self) -> None:
@@ -281,8 +294,9 @@ class _Worker:
             pass
 
 
-def _blank_result(case: Case, sid: str, outcome: str, detail: str) -> CaseResult:
-    return CaseResult(sid, case.id, case.kind, case.op, outcome, detail)
+def _blank_result(case: Case, sid: str, outcome: str, detail: str, duration: float = 0.0) -> CaseResult:
+    return CaseResult(sid, case.id, case.kind, case.op, outcome, detail,
+                      tolerance={"kind": "none", "note": f"not compared ({outcome})"}, duration_s=duration)
 
 
 def run_units(cfg: RunConfig, cases: Sequence[Case], units: Sequence[Unit],
@@ -319,16 +333,17 @@ def run_units(cfg: RunConfig, cases: Sequence[Case], units: Sequence[Unit],
         if u is None:
             return
         case = by_id[u.case_id]
+        spent = time.monotonic() - w.step_started
         left = [(lab, sid) for lab, sid in zip(u.labels, u.sample_ids) if sid not in w.done_ids]
         if not left:
             return
         if w.step == "lower" or w.step is None:
             for _, sid in left:
-                record(_blank_result(case, sid, outcome, f"{why} while lowering {u.case_id}"))
+                record(_blank_result(case, sid, outcome, f"{why} while lowering {u.case_id}", spent / len(left)))
             return
         cur = [(lab, sid) for lab, sid in left if sid == w.step]
         for _, sid in cur:
-            record(_blank_result(case, sid, outcome, why))
+            record(_blank_result(case, sid, outcome, why, spent))
         rest = [(lab, sid) for lab, sid in left if sid != w.step]
         if rest:
             queue.appendleft(Unit(u.case_id, [lab for lab, _ in rest], [sid for _, sid in rest]))
@@ -367,6 +382,7 @@ def run_units(cfg: RunConfig, cases: Sequence[Case], units: Sequence[Unit],
                     elif kind == "step":
                         w.step = msg[1]
                         w.step_started = time.monotonic()
+                        w.log_offset = _size(w.log_path)
                     elif kind == "result":
                         d = msg[1]
                         d.pop("precision", None)
@@ -389,7 +405,7 @@ def run_units(cfg: RunConfig, cases: Sequence[Case], units: Sequence[Unit],
                         raise RunAborted(msg[1])
                 if dead:
                     why = f"the worker process died ({_signal_name(w.exitcode)})"
-                    tail = _tail(w.log_path)
+                    tail = _tail(w.log_path, w.log_offset)
                     if tail:
                         why += f"; its last output: {tail}"
                     if not w.ready:

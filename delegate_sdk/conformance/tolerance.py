@@ -26,7 +26,8 @@ Per output element, with ``e`` the eager value and ``d`` the delegate's::
   finite number may come back as the same-signed infinity or as the largest finite number.
 - Integer and boolean outputs must be equal.
 - Reported metrics: ``max_abs_err`` (finite elements), ``max_ulp`` (error in units in the last place of
-  the *precision's* dtype at the eager value), ``sqnr_db``.
+  the *precision's* dtype at the larger of |eager value| and rms(eager): the same magnitude the band is
+  relative to, so a near-zero result of a cancellation does not read as millions of ULP), ``sqnr_db``.
 
 Quantized precisions (``int8``, ``a16w8``, ``int16``, ``a8w4``, ``int4``, ...)
 -------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ def _compare_float(e: torch.Tensor, d: torch.Tensor, precision: str, reduction: 
     nbad = int(bad.sum())
     errs = err[both]
     max_abs = float(errs.max()) if errs.numel() else 0.0
-    ulps = (errs / ulp(e64[both], dt)) if errs.numel() else errs
+    ulps = (errs / ulp(torch.clamp(e64[both].abs(), min=rms), dt)) if errs.numel() else errs
     metrics = {"max_abs_err": _round(max_abs), "max_ulp": _round(float(ulps.max()) if ulps.numel() else 0.0, 4),
                "sqnr_db": _round(sqnr_db(e64, d64), 4)}
     worst = ""
@@ -356,7 +357,9 @@ def judge_model(precision: str, expected: Sequence[torch.Tensor], actual: Sequen
         m: dict[str, Any] = {"max_abs_err": _round(err), "sqnr_db": _round(s, 4)}
         if not quantized and bool(both.any()):
             dt = FLOAT_DTYPES[float_precision(precision)]
-            m["max_ulp"] = _round(float(((d64 - e64)[both].abs() / ulp(e64[both], dt)).max()), 4)
+            rms = float(e64[both].pow(2).mean().sqrt())
+            mag = torch.clamp(e64[both].abs(), min=rms)
+            m["max_ulp"] = _round(float(((d64 - e64)[both].abs() / ulp(mag, dt)).max()), 4)
         _merge(metrics, m)
         if s is not None and s < thr:
             problems.append(tag + f"SQNR {s:.1f} dB < {thr} dB (max abs err {err:.3g})")

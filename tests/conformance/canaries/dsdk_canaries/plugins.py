@@ -121,8 +121,8 @@ class Canary:
         return {"module": self._load(blob), "meta": json.loads(json.dumps(meta)), "options": dict(options)}
 
     def _run(self, handle: dict[str, Any], inputs: list[torch.Tensor], offset: int) -> list[torch.Tensor]:
-        with torch.no_grad():
-            out = handle["module"](*inputs)
+        with torch.no_grad():  # inputs may be non-contiguous (the contract); some ATen kernels need contiguous
+            out = handle["module"](*[x.contiguous() for x in inputs])
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
         quant = handle["meta"].get("quant")
         if quant:
@@ -159,6 +159,21 @@ class Canary:
     @hookimpl
     def destroy(self, handle: Any) -> None:
         handle.clear()
+
+    @hookimpl
+    def conformance_cases(self) -> list[Any]:
+        """The faithful canary contributes one case of its own (the hook's contract, exercised)."""
+        if self.name != "canary_good":
+            return []
+        from delegate_sdk.conformance.cases import In, OpCase, Sample
+
+        class Hardswish(torch.nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return torch.nn.functional.hardswish(x)
+
+        return [OpCase("op/canary_good_hardswish", "aten.clamp.default", Hardswish, [
+            Sample("normal", (In((4, 16)),)), Sample("edge", (In((4, 16)),), edges="all"),
+            Sample("rank", (In((2, 3, 5)),), name="rank3")])]
 
 
 GOOD = Canary("canary_good")
