@@ -1,0 +1,187 @@
+"""The contract around the hooks: clear errors, no blob that leaves work to portable kernels, silence,
+no files left behind, no change to the core's program, options, and the full core flow (lower/save/load)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import delegate_sdk
+from delegate_sdk.errors import ContractError
+from delegate_sdk.registry import Registry
+
+from delegate_sdk_xnnpack import compiler, plugin
+from delegate_sdk_xnnpack.testing import Fn, capture, lower_and_run
+
+pytestmark = pytest.mark.slow
+
+OPTS = {"precision": "fp32", "num_threads": 0}
+
+
+def r(*shape: int) -> torch.Tensor:
+    return torch.randn(shape)
+
+
+def _fingerprint(ep: torch.export.ExportedProgram) -> list:
+    return [(n.op, n.name, str(n.target), str(n.args), str(n.kwargs)) for n in ep.graph.nodes] + [
+        str(ep.graph_signature)] + sorted(ep.constants) + sorted(ep.state_dict)
+
+
+def test_unclaimable_node_is_a_contract_error_naming_it():
+    """A program holding a node the rules would refuse: no blob that runs it on portable kernels."""
+    ep = capture(Fn(lambda x: torch.relu(x).log_softmax(-1)), (r(2, 8),))
+    with pytest.raises(ContractError, match="_log_softmax") as info:
+        plugin.preprocess(ep, OPTS, None)
+    assert info.value.backend == "xnnpack" and info.value.stage == "preprocess"
+    assert "outside XNNPACK" in str(info.value)
+
+
+def test_mean_without_keepdim_is_refused_by_claim_and_by_preprocess():
+    ep = capture(Fn(lambda x: x.mean((2, 3))), (r(1, 3, 4, 4),))
+    with pytest.raises(ContractError, match="mean"):
+        plugin.preprocess(ep, OPTS, None)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_preprocess_leaves_the_program_unchanged(precision):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 3))
+    args = (r(1, 3, 8, 8),)
+    ep = capture(net, args)
+    before = _fingerprint(ep)
+    compiler.clear_cache()
+    plugin.preprocess(ep, {**OPTS, "precision": precision}, [args] if precision == "int8" else None)
+    assert _fingerprint(ep) == before
+
+
+def test_silent_and_no_files_left(capfd, tmp_path, monkeypatch):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))  # other processes share /tmp: watch a private one
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    before_cwd = set(os.listdir("."))
+    compiler.clear_cache()
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Hardswish())
+    lower_and_run(net, (r(1, 3, 8, 8),))
+    lower_and_run(nn.Linear(4, 4), (r(2, 4),), precision="int8", calibration=[(r(2, 4),)])
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", f"printed: {out!r} {err!r}"
+    assert set(os.listdir(".")) == before_cwd
+    # torch creates its (empty) inductor cache dir when torch._dynamo is first imported; nothing else may appear
+    left = [p for p in tmp.iterdir() if not (p.name.startswith("torchinductor_") and not any(p.iterdir()))]
+    assert left == []
+
+
+def test_identical_partition_compiles_once():
+    compiler.clear_cache()
+    net = nn.Conv2d(3, 4, 3)
+    first = plugin.preprocess(capture(net, (r(1, 3, 8, 8),)), OPTS, None)
+    second = plugin.preprocess(capture(copy.deepcopy(net), (r(1, 3, 8, 8),)), OPTS, None)
+    assert second.blob == first.blob and second.meta["compile_seconds"] == first.meta["compile_seconds"]
+    other = nn.Conv2d(3, 4, 3)
+    third = plugin.preprocess(capture(other, (r(1, 3, 8, 8),)), OPTS, None)
+    assert third.blob != first.blob
+
+
+def test_num_threads_option_resizes_the_runtime_threadpool():
+    from delegate_sdk_xnnpack._toolchain import runtime_module
+
+    rt = runtime_module()
+    default = rt._threadpool_get_thread_count()
+    ep = capture(nn.Linear(8, 8), (r(2, 8),))
+    cd = plugin.preprocess(ep, OPTS, None)
+    try:
+        h = plugin.init(cd.blob, cd.meta, {**OPTS, "num_threads": 1})
+        assert rt._threadpool_get_thread_count() == 1
+        x = r(2, 8)
+        torch.testing.assert_close(plugin.execute(h, [x])[0], ep.module()(x), rtol=1e-5, atol=1e-5)
+    finally:
+        h2 = plugin.init(cd.blob, cd.meta, {**OPTS, "num_threads": default})
+        plugin.destroy(h2)
+    assert rt._threadpool_get_thread_count() == default
+
+
+def test_handles_are_independent_and_reusable():
+    ep = capture(nn.Linear(8, 3), (r(2, 8),))
+    cd = plugin.preprocess(ep, OPTS, None)
+    h1, h2 = plugin.init(cd.blob, cd.meta, OPTS), plugin.init(bytearray(cd.blob), cd.meta, OPTS)
+    x = r(2, 8)
+    a = plugin.execute(h1, [x])[0]
+    b = plugin.execute(h2, [x])[0]
+    a2 = plugin.execute(h1, [x * 2])[0]
+    assert torch.equal(a, b) and not torch.equal(a, a2)  # outputs are copies, not views of the runtime's arena
+    plugin.destroy(h1)
+    plugin.destroy(h2)
+
+
+def test_concurrent_handles_from_threads():
+    ep = capture(nn.Sequential(nn.Linear(16, 16), nn.ReLU()), (r(4, 16),))
+    cd = plugin.preprocess(ep, OPTS, None)
+    ref = ep.module()
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        try:
+            h = plugin.init(cd.blob, cd.meta, OPTS)
+            g = torch.Generator().manual_seed(seed)
+            for _ in range(50):
+                x = torch.randn((4, 16), generator=g)
+                torch.testing.assert_close(plugin.execute(h, [x])[0], ref(x), rtol=1e-5, atol=1e-5)
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def _core_lower():
+    import delegate_sdk
+
+    fn = delegate_sdk.lowering
+    return fn if callable(fn) else fn.lower  # the submodule shadows the function once imported
+
+
+def test_core_lower_save_load_with_fallback(tmp_path):
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = F.max_pool2d(torch.relu(self.c(x)), 2).mean((2, 3))  # mean without keepdim falls back
+            return torch.log_softmax(self.fc(y), -1)  # log_softmax falls back
+
+    reg = Registry(load_entry_points=False, load_env=False)
+    reg.register(plugin, "xnnpack")
+    net, x = Net().eval(), r(2, 3, 8, 8)
+    program = delegate_sdk.lower(net, (x,), ["xnnpack"], registry=reg)
+    torch.testing.assert_close(program(x), net(x), rtol=1e-5, atol=1e-5)
+    from delegate_sdk.program import load
+
+    path = tmp_path / "net.dsdk"
+    program.save(path)
+    loaded = load(path, registry=reg)
+    x2 = r(2, 3, 8, 8)
+    torch.testing.assert_close(loaded(x2), net(x2), rtol=1e-5, atol=1e-5)
+
+
+def test_core_lower_int8():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
+    reg = Registry(load_entry_points=False, load_env=False)
+    reg.register(plugin, "xnnpack")
+    calib = [(r(1, 3, 10, 10),) for _ in range(16)]
+    program = delegate_sdk.lower(net, calib[0], ["xnnpack"], options={"xnnpack": {"precision": "int8"}},
+                            calibration=calib, registry=reg)
+    x = r(1, 3, 10, 10)
+    err = float((program(x) - net(x)).abs().max())
+    assert err < 0.1 * float(net(x).abs().max())

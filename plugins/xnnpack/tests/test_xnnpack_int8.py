@@ -1,0 +1,140 @@
+"""int8: quantized with the XNNPACK quantizer on calibration inputs, run on XNNPACK's int8 kernels.
+
+Two checks per case, both in output quantization steps (LSB = the output scale
+the plugin reports):
+- vs the fake-quant model (the same q/dq graph run by eager PyTorch): <= 1 LSB,
+  i.e. XNNPACK's integer kernels compute what the quantized model says;
+- vs the float model in eager PyTorch: within a few LSB (quantization error,
+  which grows with depth: the bound is stated per case).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from delegate_sdk_xnnpack import compiler
+from delegate_sdk_xnnpack.testing import Fn, capture, eager, lower_and_run
+
+pytestmark = pytest.mark.slow
+
+
+def r(*shape: int) -> torch.Tensor:
+    return torch.randn(shape)
+
+
+def _bn(c: int) -> nn.BatchNorm2d:
+    bn = nn.BatchNorm2d(c)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(0.5, 1.5)
+    return bn
+
+
+class ConvBnReluPoolAdd(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.bn = nn.Conv2d(3, 8, 3, padding=1), _bn(8)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.max_pool2d(torch.relu(self.bn(self.c1(x))), 2)
+        return torch.relu(y + self.c2(y))
+
+
+class Mlp(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 32), nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+class TinyCnn(nn.Module):
+    """conv -> relu6 -> depthwise -> global pool -> flatten -> linear: a mobile-style classifier head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self.dw(F.relu6(self.c(x))))
+        return self.fc(y.mean((2, 3), keepdim=True).flatten(1))
+
+
+# id -> (module, example args, max LSB vs eager float)
+CASES: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...], float]] = {
+    "conv2d": (nn.Conv2d(3, 8, 3, padding=1), (r(1, 3, 8, 8),), 3),
+    "conv2d_relu": (nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), (r(1, 3, 8, 8),), 3),
+    "conv2d_depthwise": (nn.Conv2d(4, 4, 3, groups=4), (r(1, 4, 8, 8),), 2),
+    "conv1d": (nn.Conv1d(3, 4, 3), (r(1, 3, 10),), 2),
+    "conv_transpose2d": (nn.ConvTranspose2d(3, 4, 3, stride=2), (r(1, 3, 5, 5),), 2),
+    "conv_bn": (nn.Sequential(nn.Conv2d(3, 8, 3), _bn(8)), (r(1, 3, 8, 8),), 2),
+    "linear": (nn.Linear(16, 8), (r(4, 16),), 2),
+    "linear_3d": (nn.Linear(16, 8), (r(2, 3, 16),), 2),
+    "linear_relu": (nn.Sequential(nn.Linear(16, 8), nn.ReLU()), (r(4, 16),), 2),
+    "add": (Fn(torch.add), (r(2, 3, 4), r(2, 3, 4)), 2),
+    "add_relu": (Fn(lambda a, b: torch.relu(a + b)), (r(2, 3, 4), r(4)), 2),
+    "sub": (Fn(torch.sub), (r(2, 3, 4), r(2, 3, 4)), 2),
+    "sub_scalar": (Fn(lambda x: x - 0.5), (r(2, 3, 4),), 2),
+    "mul": (Fn(torch.mul), (r(2, 3, 4), r(2, 3, 4)), 2),
+    "mul_scalar": (Fn(lambda x: x * 3), (r(2, 3, 4),), 2),
+    "relu": (nn.ReLU(), (r(2, 3, 4),), 1),
+    "hardtanh": (nn.ReLU6(), (r(2, 3, 4) * 4,), 1),
+    "clamp": (Fn(lambda x: x.clamp(-0.5, 1.0)), (r(2, 3, 4),), 1),
+    "max_pool2d": (nn.MaxPool2d(2), (r(1, 3, 8, 8),), 1),
+    "mean_hw": (Fn(lambda x: x.mean((2, 3), keepdim=True)), (r(1, 3, 8, 8),), 1),
+    "cat": (Fn(lambda a, b: torch.cat([a, b], 1)), (r(2, 3), r(2, 5)), 1),
+    "view": (Fn(lambda x: x.reshape(2, -1)), (r(2, 3, 4),), 1),
+    "permute": (Fn(lambda x: x.permute(0, 2, 1)), (r(2, 3, 4),), 1),
+    "slice": (Fn(lambda x: x[:, 1:3]), (r(2, 8),), 1),
+    "squeeze": (Fn(lambda x: x.squeeze(1)), (r(2, 1, 3),), 1),
+    "conv_bn_relu_pool_add": (ConvBnReluPoolAdd(), (r(1, 3, 16, 16),), 6),
+    "mlp": (Mlp(), (r(4, 16),), 4),
+    "tiny_cnn": (TinyCnn(), (r(1, 3, 16, 16),), 6),
+}
+
+
+def _calibration(args: tuple[torch.Tensor, ...], n: int = 16) -> list[tuple[torch.Tensor, ...]]:
+    g = torch.Generator().manual_seed(1)
+    return [tuple(torch.randn(a.shape, generator=g) * a.std() for a in args) for _ in range(n)] + [args]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_int8_matches_fake_quant_and_eager(name):
+    module, args, max_lsb = CASES[name]
+    module = module.eval()
+    calib = _calibration(args)
+    run = lower_and_run(module, args, precision="int8", calibration=calib)
+
+    quant = run.compiled.output_quant
+    assert len(quant) == len(run.outputs) and all(q is not None and q.dtype == "int8" for q in quant)
+    assert run.compiled.op_counts.get("quantize_per_tensor.default", 0) >= 1
+    assert run.compiled.meta["output_quant"] == [q.to_json() for q in quant]
+
+    fake_quant = compiler.quantized_module(capture(module, args), calib)
+    with torch.no_grad():
+        fq = fake_quant(*args)
+    fq = list(fq) if isinstance(fq, (tuple, list)) else [fq]
+    for got, ref_fq, ref, q in zip(run.outputs, fq, eager(module, args), quant):
+        assert got.dtype == torch.float32 and got.shape == ref.shape
+        lsb_fq = float((got - ref_fq).abs().max()) / q.scale
+        lsb = float((got - ref).abs().max()) / q.scale
+        assert lsb_fq <= 1.0 + 1e-3, f"{lsb_fq:.2f} LSB from the fake-quant model"
+        assert lsb <= max_lsb, f"{lsb:.2f} LSB from eager float (bound {max_lsb})"
+
+
+def test_int8_without_calibration_is_a_clear_error():
+    ep = capture(nn.Linear(4, 4), (r(2, 4),))
+    from delegate_sdk_xnnpack import plugin
+
+    with pytest.raises(ValueError, match="calibration"):
+        plugin.preprocess(ep, {"precision": "int8", "num_threads": 0}, None)
+    with pytest.raises(ValueError, match="has 2 tensors"):
+        plugin.preprocess(ep, {"precision": "int8", "num_threads": 0}, [(r(2, 4), r(2, 4))])
