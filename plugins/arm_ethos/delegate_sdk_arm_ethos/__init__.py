@@ -1,0 +1,5 @@
+"""Arm Ethos-U NPU plugin for delegate-sdk."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,701 @@
+"""Claim rules: what the lowering can express *and* Vela 5.2 compiles for the chosen target.
+
+Vela has no CPU fallback for TOSA input, so a claimed node Vela then refuses
+would fail the whole partition. Each limit below is one Vela documents for its
+TOSA input (``vela --supported-ops-report``) or one found by compiling the
+lowered op for ethos-u55-128 and ethos-u85-256 (see tests/test_arm_ethos_vela.py).
+The U55 and U65 share one rule set (same NPU generation); the U85 runs the wider
+TOSA PRO-INT set.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+import torch
+
+from delegate_sdk.support import (
+    Reject,
+    RuleContext,
+    SupportRules,
+    dtype_name,
+    input_tensors,
+    is_constant,
+    op_name,
+    output_tensors,
+)
+from delegate_sdk.types import Claims, ReasonCode, Refusal
+from delegate_sdk_arm_ethos.lowering import (
+    NOT_INT16_TABLE,
+    TABLE_OPS,
+    adaptive_stride,
+    bilinear_params,
+    mean_hw_as_pool,
+)
+from delegate_sdk_arm_ethos.options import Target, resolve
+
+MAX_RANK = 6  # TOSA level 8K
+MAX_CHANNELS = 65536
+CONV_MAX_KH = 64
+CONV_MAX_KAREA = 4096
+MAX_STRIDE = 3
+POOL_MAX_PADDED_KERNEL = 8
+POOL_MAX_KH = 256  # also in lowering.mean_hw_as_pool
+POOL_MAX_KAREA = 65536
+AXIS_MAX = 65536
+RESIZE_U55_FACTORS = (2, 4, 8)
+
+rules = SupportRules()
+U55 = "Ethos-U55/U65"
+
+
+# ------------------------------------------------------------------ context
+def target(ctx: RuleContext) -> Target | None:
+    cache = ctx.__dict__.setdefault("_arm_ethos", {})
+    if "target" not in cache:
+        try:
+            cache["target"] = resolve(ctx.options)
+        except ValueError as e:
+            cache["target"] = None
+            cache["target_error"] = str(e)
+    return cache["target"]
+
+
+def _deterministic(n: torch.fx.Node) -> bool:
+    return torch.Tag.nondeterministic_seeded not in getattr(n.target, "tags", ())
+
+
+def const_nodes(ctx: RuleContext) -> set[str]:
+    """Nodes computed from weights only, or from nothing (arange, full): the compiler folds them."""
+    cache = ctx.__dict__.setdefault("_arm_ethos", {})
+    if "const" not in cache:
+        const: set[str] = set()
+        for n in ctx.program.graph.nodes:
+            if n.op == "get_attr" or (n.op == "placeholder" and is_constant(ctx.program, n)):
+                const.add(n.name)
+            elif (n.op == "call_function" and _deterministic(n)
+                  and all(a.name in const for a in n.all_input_nodes)):
+                const.add(n.name)
+        cache["const"] = const
+    return cache["const"]
+
+
+def is_const(ctx: RuleContext, arg: Any) -> bool:
+    return isinstance(arg, torch.fx.Node) and arg.name in const_nodes(ctx)
+
+
+def u55(ctx: RuleContext) -> bool:
+    t = target(ctx)
+    return t is not None and not t.is_u85
+
+
+def int16(ctx: RuleContext) -> bool:
+    return ctx.precision == "a16w8"
+
+
+def shape(arg: Any) -> tuple[int, ...]:
+    if isinstance(arg, torch.fx.Node):
+        v = arg.meta.get("val")
+        if isinstance(v, (list, tuple)):
+            v = v[0]
+        if isinstance(v, torch.Tensor):
+            return tuple(int(d) for d in v.shape)
+    return ()
+
+
+def out_shape(node: torch.fx.Node) -> tuple[int, ...]:
+    ts = output_tensors(node)
+    return tuple(int(d) for d in ts[0].shape) if ts else ()
+
+
+def arg(node: torch.fx.Node, i: int, name: str, default: Any = None) -> Any:
+    if len(node.args) > i:
+        return node.args[i]
+    return node.kwargs.get(name, default)
+
+
+def pair(v: Any) -> list[int]:
+    if isinstance(v, int):
+        return [v, v]
+    v = list(v)
+    return v * 2 if len(v) == 1 else v[:2]
+
+
+# --------------------------------------------------------------- every node
+FLOAT_OK = {"float32"}
+
+
+@rules.every
+def _options(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    if target(ctx) is None:
+        return Reject(ReasonCode.ATTR, ctx.__dict__["_arm_ethos"]["target_error"])
+    if ctx.precision not in ("int8", "a16w8"):
+        return Reject(ReasonCode.PRECISION, f"precision {ctx.precision!r} is not supported (int8, a16w8)")
+    return None
+
+
+# Ops whose extra outputs (max-pool indices, batch-norm statistics) the op rule requires to be unused.
+FIRST_OUTPUT_ONLY = {"aten.max_pool2d_with_indices.default", "aten._native_batch_norm_legit_no_training.default",
+                     "aten.adaptive_max_pool2d.default", "aten.max.dim", "aten.min.dim"}
+
+
+def _extra_outputs_used(node: torch.fx.Node) -> bool:
+    return any(u.target is operator.getitem and u.args[1] != 0 and u.users for u in node.users)
+
+
+def _checked_tensors(node: torch.fx.Node) -> list[torch.Tensor]:
+    outs = output_tensors(node)
+    if op_name(node) in FIRST_OUTPUT_ONLY:
+        outs = outs[:1]
+    return [*input_tensors(node), *outs]
+
+
+@rules.every
+def _tensors(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    ts = _checked_tensors(node)
+    if any(not isinstance(d, int) for t in ts for d in t.shape):
+        return Reject(ReasonCode.DYNAMIC, "dynamic shapes are not supported: Vela compiles static shapes only")
+    for t in ts:
+        d = dtype_name(t.dtype)
+        if d in ("int64", "float64"):
+            return Reject(ReasonCode.DTYPE, f"{d} tensors are not supported (TOSA INT has no 64-bit types)")
+        if d == "bool":
+            if u55(ctx):
+                return Reject(ReasonCode.DTYPE, f"bool tensors are not supported on {U55}")
+            continue
+        if d not in FLOAT_OK:
+            return Reject(ReasonCode.DTYPE, f"{d} tensors are not supported: the plugin quantizes float32 "
+                                            "activations itself")
+    if any(t.dim() > MAX_RANK for t in ts):
+        return Reject(ReasonCode.RANK, f"rank above {MAX_RANK} is not supported (TOSA level 8K)")
+    if any(d == 0 for t in ts for d in t.shape):
+        return Reject(ReasonCode.SHAPE, "zero-size tensors are not supported")
+    return None
+
+
+# ------------------------------------------------------------- convolution
+def _weight_limits(cin_g: int, kh: int, kw: int, cout: int, cin: int) -> Reject | None:
+    if cin > MAX_CHANNELS or cout > MAX_CHANNELS:
+        return Reject(ReasonCode.SHAPE, f"channels {max(cin, cout)} exceed {MAX_CHANNELS}")
+    if kh > CONV_MAX_KH:
+        return Reject(ReasonCode.SHAPE, f"kernel height {kh} exceeds {CONV_MAX_KH}")
+    if kh * kw > CONV_MAX_KAREA:
+        return Reject(ReasonCode.SHAPE, f"kernel area {kh}x{kw} exceeds {CONV_MAX_KAREA}")
+    if cin_g * kh * kw > 65536:
+        return Reject(ReasonCode.SHAPE, f"{cin_g * kh * kw} weights per output channel exceed 65536 "
+                                        "(Vela: sum of absolute weights <= 127*65536)")
+    return None
+
+
+def _strides(stride: list[int]) -> Reject | None:
+    if any(s < 1 or s > MAX_STRIDE for s in stride):
+        return Reject(ReasonCode.ATTR, f"stride {tuple(stride)} is outside 1..{MAX_STRIDE}")
+    return None
+
+
+@rules.op("aten.convolution.default")
+def _conv(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    x, w, b = node.args[0], node.args[1], node.args[2]
+    stride, padding, dilation, transposed, out_pad, groups = node.args[3:9]
+    if not is_const(ctx, w):
+        return Reject(ReasonCode.CONSTANT, "convolution weight must be a constant")
+    if b is not None and not is_const(ctx, b):
+        return Reject(ReasonCode.CONSTANT, "convolution bias must be a constant")
+    xs, ws = shape(x), shape(w)
+    if len(xs) == 5:
+        return Reject(ReasonCode.OP, "3-D convolution is not supported")
+    if len(xs) not in (3, 4):
+        return Reject(ReasonCode.RANK, f"convolution input must be batched 1-D or 2-D (rank 3 or 4), got {len(xs)}")
+    if len(xs) == 3:
+        ws = (ws[0], ws[1], 1, ws[2])
+        stride, padding, dilation, out_pad = [1, *stride], [0, *padding], [1, *dilation], [0, *out_pad]
+    if transposed:
+        if len(xs) != 4:
+            return Reject(ReasonCode.RANK, "only 2-D transposed convolution is supported")
+        if groups != 1:
+            return Reject(ReasonCode.ATTR, "grouped transposed convolution is not supported")
+        if any(d != 1 for d in dilation):
+            return Reject(ReasonCode.ATTR, "dilated transposed convolution is not supported")
+        if u55(ctx) and int16(ctx):
+            return Reject(ReasonCode.PRECISION, f"transposed convolution is int8 only on {U55}")
+        if tuple(stride) not in ((1, 1), (2, 2)):
+            return Reject(ReasonCode.ATTR, f"transposed convolution stride {tuple(stride)} is not supported "
+                                           "(Vela: (1,1) or (2,2))")
+        cin, cout, kh, kw = ws
+        if any(p >= k for p, k in zip(padding, (kh, kw))):
+            return Reject(ReasonCode.ATTR, "transposed convolution padding must be smaller than the kernel")
+        return _weight_limits(cin, kh, kw, cout, cin)
+    cout, cin_g, kh, kw = ws
+    cin = xs[1]
+    r = _weight_limits(cin_g, kh, kw, cout, cin) or _strides(list(stride))
+    if r:
+        return r
+    if any(d < 1 for d in dilation):
+        return Reject(ReasonCode.ATTR, f"dilation {tuple(dilation)} is not supported")
+    return None
+
+
+@rules.op("aten.linear.default")
+def _linear(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    w = node.args[1]
+    b = arg(node, 2, "bias")
+    if not is_const(ctx, w):
+        return Reject(ReasonCode.CONSTANT, "linear weight must be a constant")
+    if b is not None and not is_const(ctx, b):
+        return Reject(ReasonCode.CONSTANT, "linear bias must be a constant")
+    oc, k = shape(w)
+    return _weight_limits(k, 1, 1, oc, k)
+
+
+@rules.op("aten.addmm.default")
+def _addmm(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    bias, a, w = node.args[:3]
+    if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
+        return Reject(ReasonCode.ATTR, "addmm with beta or alpha other than 1 is not supported")
+    if not is_const(ctx, bias):
+        return Reject(ReasonCode.CONSTANT, "addmm needs a constant bias")
+    if not is_const(ctx, w) or is_const(ctx, a):
+        if int16(ctx):
+            return Reject(ReasonCode.PRECISION, "addmm of two activations is int8 only")
+        return _matmul_precision(ctx) or _matmul_dims(shape(a), shape(w))
+    bs = shape(bias)
+    k, oc = shape(w)
+    if len(bs) > 1 and bs[0] != 1:
+        return Reject(ReasonCode.SHAPE, "addmm bias must broadcast along rows (shape [N] or [1, N])")
+    return _weight_limits(k, 1, 1, oc, k)
+
+
+def _matmul_precision(ctx: RuleContext) -> Reject | None:
+    if u55(ctx) and int16(ctx):
+        return Reject(ReasonCode.PRECISION, f"matrix multiplication of two activations is int8 only on {U55}")
+    return None
+
+
+@rules.op("aten.mm.default")
+def _mm(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    a, b = node.args[:2]
+    if is_const(ctx, b) and not is_const(ctx, a):
+        k, oc = shape(b)
+        return _weight_limits(k, 1, 1, oc, k)
+    return _matmul_precision(ctx) or _matmul_dims(shape(a), shape(b))
+
+
+@rules.op("aten.bmm.default")
+def _bmm(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    return _matmul_precision(ctx) or _matmul_dims(shape(node.args[0]), shape(node.args[1]))
+
+
+def _matmul_dims(a: tuple[int, ...], b: tuple[int, ...]) -> Reject | None:
+    if max(a[-1], b[-1]) > AXIS_MAX:
+        return Reject(ReasonCode.SHAPE, f"matmul inner/outer dimensions above {AXIS_MAX} are not supported")
+    return None
+
+
+# ------------------------------------------------------------- elementwise
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _has_activation(ctx: RuleContext, *args: Any) -> bool:
+    return any(isinstance(a, torch.fx.Node) and not is_const(ctx, a) for a in args)
+
+
+@rules.op("aten.add.Tensor", "aten.sub.Tensor", "aten.add.Scalar", "aten.sub.Scalar", "aten.rsub.Scalar")
+def _add(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
+    if not _is_number(alpha):
+        return Reject(ReasonCode.ATTR, "alpha must be a number")
+    return None
+
+
+@rules.op("aten.mul.Tensor", "aten.mul.Scalar")
+def _mul(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    return None
+
+
+@rules.op("aten.div.Tensor", "aten.div.Scalar")
+def _div(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    if node.kwargs.get("rounding_mode") is not None:
+        return Reject(ReasonCode.ATTR, "division with a rounding mode is not supported")
+    d = node.args[1]
+    if isinstance(d, torch.fx.Node) and not is_const(ctx, d):
+        return Reject(ReasonCode.CONSTANT, "division is supported by a constant only (TOSA INT has no "
+                                           "reciprocal)")
+    if _is_number(d) and d == 0:
+        return Reject(ReasonCode.ATTR, "division by zero")
+    return None
+
+
+@rules.op("aten.maximum.default", "aten.minimum.default")
+def _minmax(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    if any(is_const(ctx, a) for a in node.args[:2]):
+        return Reject(ReasonCode.CONSTANT, "maximum/minimum with a constant operand is not supported "
+                                           "(use clamp)")
+    return None
+
+
+@rules.op("aten.relu.default", "aten.relu6.default")
+def _relu(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    return None
+
+
+@rules.op("aten.hardtanh.default", "aten.clamp.default")
+def _clamp(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    for i, name in ((1, "min"), (2, "max")):
+        v = arg(node, i, name if op_name(node) == "aten.clamp.default" else f"{name}_val")
+        if v is not None and not _is_number(v):
+            return Reject(ReasonCode.ATTR, f"{name} must be a number")
+    return None
+
+
+@rules.op(*sorted(TABLE_OPS))
+def _table(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    if u55(ctx) and int16(ctx):
+        return Reject(ReasonCode.PRECISION, f"{op_name(node).split('.')[1]} needs an int16 TABLE, which "
+                                            f"{U55} does not support; use int8")
+    if int16(ctx) and op_name(node) in NOT_INT16_TABLE:
+        return Reject(ReasonCode.PRECISION, f"{op_name(node).split('.')[1]} has jumps or an unbounded slope, "
+                                            "which the interpolated int16 TABLE cannot follow; use int8")
+    for a in (*node.args[1:], *node.kwargs.values()):
+        if isinstance(a, torch.fx.Node):
+            return Reject(ReasonCode.ATTR, "only elementwise functions with scalar parameters are supported")
+    if op_name(node) == "aten.pow.Tensor_Scalar":
+        e = node.args[1]
+        if not _is_number(e):
+            return Reject(ReasonCode.ATTR, "exponent must be a number")
+        if int16(ctx) and not (float(e).is_integer() and e >= 0):
+            return Reject(ReasonCode.PRECISION, "fractional or negative powers have an unbounded slope, which the "
+                                                "interpolated int16 TABLE cannot follow; use int8")
+    return None
+
+
+# ------------------------------------------------------------------ pooling
+def _pool_window(kernel: list[int], stride: list[int], padded: bool, batch: int) -> Reject | None:
+    if batch != 1:
+        return Reject(ReasonCode.SHAPE, f"pooling needs batch 1 on the Ethos-U, got {batch}")
+    r = _strides(stride)
+    if r:
+        return r
+    kh, kw = kernel
+    if padded and (kh > POOL_MAX_PADDED_KERNEL or kw > POOL_MAX_PADDED_KERNEL):
+        return Reject(ReasonCode.SHAPE, f"padded pooling kernel {kh}x{kw} exceeds "
+                                        f"{POOL_MAX_PADDED_KERNEL}x{POOL_MAX_PADDED_KERNEL}")
+    if kh > POOL_MAX_KH or kh * kw > POOL_MAX_KAREA:
+        return Reject(ReasonCode.SHAPE, f"pooling kernel {kh}x{kw} exceeds height {POOL_MAX_KH} / "
+                                        f"area {POOL_MAX_KAREA}")
+    return None
+
+
+def _pool_geometry(node: torch.fx.Node, kernel: list[int], stride: list[int], padding: list[int]) -> tuple[
+        bool, Reject | None]:
+    xs, os_ = shape(node.args[0]), out_shape(node)
+    if len(xs) != 4:
+        return False, Reject(ReasonCode.RANK, "pooling needs a batched 4-D input")
+    # padding actually applied: torch's, plus what ceil_mode adds at the bottom/right
+    extra = [max(0, (o - 1) * s + k - i - p) for o, s, k, i, p in zip(os_[2:], stride, kernel, xs[2:], padding)]
+    padded = any(padding) or any(extra)
+    if any(e >= k for e, k in zip(extra, kernel)):
+        return padded, Reject(ReasonCode.ATTR, "ceil_mode windows starting in the padding are not supported")
+    return padded, _pool_window(kernel, stride, padded, xs[0])
+
+
+@rules.op("aten.max_pool2d_with_indices.default", "aten.max_pool2d.default")
+def _max_pool(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    if op_name(node) == "aten.max_pool2d_with_indices.default" and _extra_outputs_used(node):
+        return Reject(ReasonCode.ATTR, "max pooling indices are not supported")
+    kernel = pair(node.args[1])
+    stride = pair(arg(node, 2, "stride") or kernel)
+    padding = pair(arg(node, 3, "padding", 0))
+    dilation = pair(arg(node, 4, "dilation", 1))
+    if dilation != [1, 1]:
+        return Reject(ReasonCode.ATTR, "dilated max pooling is not supported")
+    return _pool_geometry(node, kernel, stride, padding)[1]
+
+
+@rules.op("aten.avg_pool2d.default")
+def _avg_pool(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    kernel = pair(node.args[1])
+    stride = pair(arg(node, 2, "stride") or kernel)
+    padding = pair(arg(node, 3, "padding", 0))
+    ceil_mode = arg(node, 4, "ceil_mode", False)
+    count_include_pad = arg(node, 5, "count_include_pad", True)
+    if arg(node, 6, "divisor_override") is not None:
+        return Reject(ReasonCode.ATTR, "divisor_override is not supported")
+    xs, os_ = shape(node.args[0]), out_shape(node)
+    if len(xs) != 4:
+        return Reject(ReasonCode.RANK, "pooling needs a batched 4-D input")
+    if ceil_mode:
+        floor_out = [(i + 2 * p - k) // s + 1 for i, p, k, s in zip(xs[2:], padding, kernel, stride)]
+        if list(os_[2:]) != floor_out:
+            return Reject(ReasonCode.ATTR, "avg_pool2d ceil_mode with partial windows is not supported")
+    if count_include_pad and any(padding):
+        # lowered as PAD + unpadded AVG_POOL2D
+        return _pool_window(kernel, stride, False, xs[0])
+    return _pool_geometry(node, kernel, stride, padding)[1]
+
+
+def _reduce_dims(node: torch.fx.Node) -> list[int]:
+    xs = shape(node.args[0])
+    if op_name(node) in ("aten.mean.default", "aten.sum.default"):
+        return list(range(len(xs)))
+    dims = arg(node, 1, "dim")
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        return list(range(len(xs)))
+    if isinstance(dims, int):
+        dims = [dims]
+    return sorted({d + len(xs) if d < 0 else d for d in dims})
+
+
+def _reduce_limits(xs: tuple[int, ...], dims: list[int]) -> Reject | None:
+    for d in dims:
+        before = math.prod(xs[:d])
+        after = math.prod(xs[d + 1:])
+        if xs[d] > AXIS_MAX or before > AXIS_MAX or after > AXIS_MAX:
+            return Reject(ReasonCode.SHAPE, f"reduction over a {xs[d]}-long axis of {xs} exceeds the "
+                                            f"{AXIS_MAX} axis limit")
+    return None
+
+
+@rules.op("aten.mean.dim", "aten.sum.dim_IntList", "aten.mean.default", "aten.sum.default")
+def _mean(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    if node.kwargs.get("dtype") is not None:
+        return Reject(ReasonCode.DTYPE, "reductions with a dtype argument are not supported")
+    xs = shape(node.args[0])
+    dims = _reduce_dims(node)
+    if op_name(node) == "aten.mean.dim" and mean_hw_as_pool(xs, dims):
+        return None
+    if math.prod(xs[d] for d in dims) > 2**23:
+        return Reject(ReasonCode.SHAPE, "reduction over more than 2**23 elements may overflow int32")
+    return _reduce_limits(xs, dims)
+
+
+@rules.op("aten.amax.default", "aten.amin.default")
+def _amax(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    return _reduce_limits(shape(node.args[0]), _reduce_dims(node))
+
+
+@rules.op("aten.max.dim", "aten.min.dim")
+def _max_dim(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    if _extra_outputs_used(node):
+        return Reject(ReasonCode.DTYPE, "the int64 indices of max/min are not supported (use amax/amin)")
+    xs = shape(node.args[0])
+    d = node.args[1] + len(xs) if node.args[1] < 0 else node.args[1]
+    return _reduce_limits(xs, [d])
+
+
+@rules.op("aten._adaptive_avg_pool2d.default", "aten.adaptive_max_pool2d.default")
+def _adaptive_pool(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    if _extra_outputs_used(node):
+        return Reject(ReasonCode.ATTR, "adaptive max pooling indices are not supported")
+    xs, os_ = shape(node.args[0]), out_shape(node)
+    if len(xs) != 4:
+        return Reject(ReasonCode.RANK, "adaptive pooling needs a batched 4-D input")
+    if xs[2] % os_[2] or xs[3] % os_[3]:
+        return Reject(ReasonCode.SHAPE, f"adaptive pooling {xs[2:]} -> {os_[2:]} needs uniform windows "
+                                        "(input divisible by output)")
+    k = [xs[2] // os_[2], xs[3] // os_[3]]
+    return _pool_window(k, adaptive_stride(k, os_[2:]), False, xs[0])
+
+
+# ------------------------------------------------------------ data movement
+rules.supported("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default",
+                "aten.unsqueeze.default", "aten.squeeze.default", "aten.squeeze.dim", "aten.squeeze.dims",
+                "aten.flatten.using_ints", "aten.view_copy.default", "aten.clone.default", "aten.alias.default",
+                "aten.detach.default", "aten.contiguous.default", "aten.lift_fresh_copy.default",
+                "aten.select.int", "aten.expand.default", "aten.repeat.default",
+                "aten.split_with_sizes.default", "aten.split.Tensor")
+
+
+@rules.op("aten._to_copy.default")
+def _to_copy(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    ins, outs = input_tensors(node), output_tensors(node)
+    if ins and ins[0].dtype == torch.bool and outs[0].dtype == torch.float32 and not u55(ctx):
+        return None  # SELECT between the codes of 1.0 and 0.0
+    if not ins or ins[0].dtype != outs[0].dtype:
+        return Reject(ReasonCode.DTYPE, "dtype conversions are not supported (except bool to float32 on "
+                                        "Ethos-U85)")
+    return None
+
+
+@rules.op("aten.permute.default", "aten.transpose.int", "aten.t.default")
+def _permute(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    xs = shape(node.args[0])
+    if u55(ctx) and len(xs) >= 3:
+        # Vela's general TRANSPOSE on U55/U65: any N-2 axes multiply to at most 2**16.
+        biggest = sorted(xs, reverse=True)[:len(xs) - 2]
+        if math.prod(biggest) > AXIS_MAX:
+            return Reject(ReasonCode.SHAPE, f"permute of {xs}: product of {len(xs) - 2} axes exceeds "
+                                            f"{AXIS_MAX} on {U55}")
+    return None
+
+
+@rules.op("aten.slice.Tensor")
+def _slice(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    step = arg(node, 4, "step", 1)
+    if not isinstance(step, int) or step < 1:
+        return Reject(ReasonCode.ATTR, f"slice step {step!r} is not supported")
+    return None
+
+
+@rules.op("aten.cat.default")
+def _cat(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    rank = len(out_shape(node))
+    for a in node.args[0]:
+        s = shape(a)
+        if len(s) != rank and math.prod(s) != 0:
+            return Reject(ReasonCode.RANK, "cat of tensors of different rank is not supported")
+    return None
+
+
+@rules.op("aten.constant_pad_nd.default")
+def _pad(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    value = arg(node, 2, "value", 0.0)
+    if not _is_number(value):
+        return Reject(ReasonCode.ATTR, "pad value must be a number")
+    return None
+
+
+rules.supported("aten.flip.default")  # any dim: lowered as REVERSE along H of a [pre, n, 1, post] view
+
+
+@rules.op("aten.upsample_nearest2d.vec")
+def _upsample_nearest(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    xs, os_ = shape(node.args[0]), out_shape(node)
+    if len(xs) != 4:
+        return Reject(ReasonCode.RANK, "upsampling needs a 4-D input")
+    if u55(ctx) and xs[0] != 1:
+        return Reject(ReasonCode.SHAPE, f"resize needs batch 1 on {U55} (Vela lowers it through pooling)")
+    factors = []
+    for i, o in zip(xs[2:], os_[2:]):
+        if o % i or o < i:
+            return Reject(ReasonCode.ATTR, f"nearest resize {xs[2:]} -> {os_[2:]} needs integer upscale factors")
+        factors.append(o // i)
+    if u55(ctx) and any(f not in RESIZE_U55_FACTORS for f in factors):
+        return Reject(ReasonCode.ATTR, f"nearest upscale {tuple(factors)} is not supported on {U55} "
+                                       f"(each factor 2, 4 or 8)")
+    if any(f > 64 for f in factors):
+        return Reject(ReasonCode.ATTR, f"nearest upscale {tuple(factors)} is too large")
+    return None
+
+
+@rules.op("aten._native_batch_norm_legit_no_training.default")
+def _batch_norm(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    for a in node.args[1:5]:
+        if a is not None and not is_const(ctx, a):
+            return Reject(ReasonCode.CONSTANT, "batch norm parameters must be constants")
+    if len(shape(node.args[0])) < 2:
+        return Reject(ReasonCode.RANK, "batch norm needs a channel dimension")
+    for user in node.users:
+        if user.target is operator.getitem and user.args[1] != 0 and user.users:
+            return Reject(ReasonCode.ATTR, "batch norm statistics outputs are not supported")
+    return None
+
+
+# ------------------------------------- U85 only: comparisons, where, bool logic
+COMPARISONS = tuple(f"aten.{k}.{o}" for k in ("gt", "ge", "lt", "le", "eq", "ne") for o in ("Tensor", "Scalar"))
+LOGICAL = ("aten.logical_and.default", "aten.logical_or.default", "aten.logical_xor.default",
+           "aten.logical_not.default", "aten.bitwise_and.Tensor", "aten.bitwise_or.Tensor",
+           "aten.bitwise_xor.Tensor", "aten.bitwise_not.default")
+
+
+@rules.op(*COMPARISONS)
+def _compare(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    if u55(ctx):
+        return Reject(ReasonCode.OP, f"comparison operators cannot run on {U55}")
+    if any(t.dtype != torch.float32 for t in input_tensors(node)):
+        return Reject(ReasonCode.DTYPE, "comparisons are supported between float tensors only")
+    return None
+
+
+@rules.op(*LOGICAL)
+def _logical(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    if u55(ctx):
+        return Reject(ReasonCode.OP, f"logical and bitwise operators cannot run on {U55}")
+    if any(t.dtype != torch.bool for t in input_tensors(node)):
+        return Reject(ReasonCode.DTYPE, "logical and bitwise operators are supported on bool tensors only")
+    return None
+
+
+@rules.op("aten.where.self")
+def _where(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    if u55(ctx):
+        return Reject(ReasonCode.OP, f"where cannot run on {U55}")
+    return None
+
+
+@rules.op("aten.upsample_bilinear2d.vec")
+def _upsample_bilinear(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    if u55(ctx):
+        return Reject(ReasonCode.OP, f"bilinear resize cannot run on {U55}")
+    xs, os_ = shape(node.args[0]), out_shape(node)
+    if len(xs) != 4:
+        return Reject(ReasonCode.RANK, "upsampling needs a 4-D input")
+    align = bool(node.args[2]) if len(node.args) > 2 else False
+    for i, o in zip(xs[2:], os_[2:]):
+        n, d, off, border = bilinear_params(i, o, align)
+        # TOSA level 8K: scale_n <= 2**11, upscale <= 256, downscale < 16; offsets/border within a step
+        if n > 2048 or n > 256 * d or d >= 16 * n or not (-n <= off < 16 * n) or not (-n <= border < n):
+            return Reject(ReasonCode.ATTR, f"bilinear resize {xs[2:]} -> {os_[2:]} is outside TOSA's resize limits")
+    return None
+
+
+_U55_ONLY_REASONS = {
+    "gather/index/scatter": ("aten.gather.default", "aten.index.Tensor", "aten.index_select.default",
+                             "aten.embedding.default", "aten.scatter.src", "aten.scatter.value",
+                             "aten.index_put.default"),
+}
+_NOT_YET = "is not lowered by this plugin yet"
+
+
+def _u55_refusal(kind: str):  # noqa: ANN202 - rule factory
+    def rule(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+        if u55(ctx):
+            return Reject(ReasonCode.OP, f"{kind} operators cannot run on {U55}")
+        return Reject(ReasonCode.OP, f"{op_name(node)} {_NOT_YET}")
+
+    return rule
+
+
+for _kind, _ops in _U55_ONLY_REASONS.items():
+    rules.op(*_ops)(_u55_refusal(_kind))
+
+
+@rules.op("aten._softmax.default")
+def _softmax(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    if node.args[2]:
+        return Reject(ReasonCode.DTYPE, "softmax with half_to_float is not supported")
+    if int16(ctx):
+        return Reject(ReasonCode.PRECISION, "softmax is int8 only (an interpolated int16 exp table is off by "
+                                            "several int16 steps)")
+    xs = shape(node.args[0])
+    d = node.args[1] + len(xs) if node.args[1] < 0 else node.args[1]
+    if xs and xs[d] > AXIS_MAX:
+        return Reject(ReasonCode.SHAPE, f"softmax over {xs[d]} elements exceeds {AXIS_MAX}")
+    return None
+
+
+def claim(program: Any, nodes: list[torch.fx.Node], options: dict[str, Any]) -> Claims:
+    """The rules above, plus: any node computed from constants only is claimed whatever its op.
+
+    The compiler evaluates such nodes with PyTorch at compile time (constant
+    folding: a transposed weight, an ``arange`` bias) and bakes the result in.
+    """
+
+    claimed: list[str] = []
+    refused: list[Refusal] = []
+    ctx = RuleContext(program, options)
+    for node in nodes:
+        r = None
+        for every in (_options, _tensors):
+            r = r or every(node, ctx)
+        if r is None and node.name in const_nodes(ctx):
+            claimed.append(node.name)
+            continue
+        r = rules.check(node, ctx)
+        if r is None:
+            claimed.append(node.name)
+        else:
+            refused.append(Refusal(node.name, r.code, r.message))
+    return Claims(tuple(claimed), tuple(refused))

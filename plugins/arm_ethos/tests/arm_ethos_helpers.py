@@ -1,0 +1,79 @@
+"""Helpers shared by the arm_ethos test modules (a uniquely named module: ``conftest`` is ambiguous when
+several plugins' tests run in one pytest session)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+TARGET_DEFAULTS = {"system_config": "auto", "memory_mode": "auto"}
+
+
+def export(module: torch.nn.Module, args: tuple[Any, ...]) -> torch.export.ExportedProgram:
+    """What preprocess receives when the whole module is one partition (plugin keep_ops honoured)."""
+    from delegate_sdk.capture import resolve_op
+    from delegate_sdk_arm_ethos.plugin import KEEP_OPS
+
+    table = torch.export.default_decompositions()
+    for name in KEEP_OPS:
+        table.pop(resolve_op(name), None)
+    return torch.export.export(module.eval(), args).run_decompositions(table)
+
+
+def options(target: str = "ethos-u55-128", precision: str = "int8", **kw: Any) -> dict[str, Any]:
+    return {"precision": precision, "target": target, **TARGET_DEFAULTS, **kw}
+
+
+def candidates(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
+    import operator
+
+    # like the core: no getitem (follows its producer), no host-side assertions (no tensor value)
+    return [n for n in ep.graph.nodes if n.op == "call_function" and n.target is not operator.getitem
+            and n.meta.get("val") is not None]
+
+
+def calibration(args: tuple[Any, ...], n: int = 6, seed: int = 0) -> list[tuple[Any, ...]]:
+    g = torch.Generator().manual_seed(seed)
+    out = [tuple(torch.randn(a.shape, generator=g) * a.std() + a.mean() if a.is_floating_point() else a
+                 for a in args) for _ in range(n)]
+    return out + [args]
+
+
+@dataclass
+class OpResult:
+    lsb_eager: float  # max |delegate - eager| in output quantization steps
+    lsb_ref: float  # max |delegate - fake-quant reference| in steps
+    lsb_ref_eager: float  # max |reference - eager| in steps (the quantization error itself)
+    op_counts: dict[str, int]
+    tosa: bytes
+    refused: tuple[Any, ...]  # what the claim rules refused in this module (u55-128 unless told)
+
+
+def run_on_reference_model(module: torch.nn.Module, args: tuple[Any, ...], precision: str = "int8",
+                           calib: list[tuple[Any, ...]] | None = None, target: str = "ethos-u55-128") -> OpResult:
+    """Claim, quantize + lower the whole module, run it on the TOSA reference model, compare with eager."""
+    from delegate_sdk_arm_ethos import plugin, refgraph, runtime
+    from delegate_sdk_arm_ethos.compiler import quantize_and_lower
+
+    ep = export(module, args)
+    claims = plugin.claim(ep, candidates(ep), options(target, precision))
+    qz = quantize_and_lower(ep, precision, calib or calibration(args))
+    low = qz.lowered
+    handle = runtime.Handle(runtime._relabel_for_reference_model(low.tosa), low.inputs, low.outputs, "")
+    outs = runtime.run(handle, list(args))
+    fq = refgraph.run(qz.ref_graph, qz.ref_consts, list(args))
+    with torch.no_grad():
+        ref = module(*args)
+    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+    e1 = e2 = e3 = 0.0
+    for o, r, f, io in zip(outs, ref, fq, low.outputs):
+        assert o.shape == r.shape and o.dtype == r.dtype
+        if io.q is None:  # bool: must equal the reference exactly, eager may differ near thresholds
+            assert torch.equal(o, f)
+            continue
+        e1 = max(e1, float((o - r).abs().max()) / io.q.scale)
+        e2 = max(e2, float((o - f).abs().max()) / io.q.scale)
+        e3 = max(e3, float((f - r).abs().max()) / io.q.scale)
+    return OpResult(e1, e2, e3, dict(low.op_counts), low.tosa, claims.refused)

@@ -1,0 +1,153 @@
+"""Every ATen op the Core ML plugin claims, verified numerically against eager PyTorch at fp32 and fp16.
+
+Each case in ``coreml_cases.CASES`` is a tiny model. To keep the number of
+coremltools conversions (about a second each) down, cases are compiled in
+groups: one partition holds a dozen cases side by side, which also checks that
+claimed nodes compile next to arbitrary neighbours. Failures name the case.
+
+Tolerances (|delegate - eager| <= tol * max(1, max|eager|)):
+  fp32: tol = 1e-5 (float32 arithmetic; only summation order differs).
+  fp16: tol = 8 * 2**-10, i.e. 8 fp16 machine epsilons: the inputs are rounded to fp16 and every MIL op
+        rounds its result to fp16, so short op chains accumulate a few ulps.
+Integer and bool outputs must match exactly.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from coreml_cases import CASES, OpCase
+from delegate_sdk.capture import capture
+from delegate_sdk.subgraph import is_tensor_node
+from delegate_sdk.support import op_name
+from delegate_sdk_coreml import plugin, rules
+
+FP16_EPS = 2.0 ** -10
+TOL = {"fp32": 1e-5, "fp16": 8 * FP16_EPS}
+GROUP_SIZE = 12
+
+
+class Group(torch.nn.Module):
+    def __init__(self, cases: list[OpCase], arity: list[int]):
+        super().__init__()
+        self.mods = torch.nn.ModuleList([c.make() for c in cases])
+        self.arity = arity
+
+    def forward(self, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outs: list[torch.Tensor] = []
+        i = 0
+        for mod, n in zip(self.mods, self.arity):
+            r = mod(*flat[i:i + n])
+            i += n
+            outs.extend(r if isinstance(r, (tuple, list)) else [r])
+        return tuple(outs)
+
+
+@dataclass
+class Prepared:
+    cases: list[OpCase]
+    model: Group
+    inputs: tuple[torch.Tensor, ...]
+    #: per case: (first output index, number of outputs)
+    spans: list[tuple[int, int]]
+    expected: tuple[torch.Tensor, ...]
+    ep: torch.export.ExportedProgram
+
+
+GROUPS = [CASES[i:i + GROUP_SIZE] for i in range(0, len(CASES), GROUP_SIZE)]
+_prepared: dict[int, Prepared] = {}
+
+
+def prepare(gi: int) -> Prepared:
+    if gi not in _prepared:
+        cases = GROUPS[gi]
+        inputs: list[torch.Tensor] = []
+        arity = []
+        for k, c in enumerate(cases):
+            g = torch.Generator().manual_seed(1000 + gi * 100 + k)
+            xs = c.inputs(g)
+            arity.append(len(xs))
+            inputs.extend(xs)
+        torch.manual_seed(gi)
+        model = Group(cases, arity).eval()
+        with torch.no_grad():
+            spans, expected = [], []
+            i = 0
+            for mod, n in zip(model.mods, arity):
+                r = mod(*inputs[i:i + n])
+                i += n
+                r = list(r) if isinstance(r, (tuple, list)) else [r]
+                spans.append((len(expected), len(r)))
+                expected.extend(r)
+        # exactly what claim sees from the core: core ATen, with the plugin's keep_ops left whole
+        ep = capture(model, tuple(inputs), keep_ops=plugin.describe().keep_ops)
+        _prepared[gi] = Prepared(cases, model, tuple(inputs), spans, tuple(expected), ep)
+    return _prepared[gi]
+
+
+def candidates(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
+    # what the core offers a backend: tensor-producing nodes; getitem nodes follow their producer
+    return [n for n in ep.graph.nodes
+            if n.op == "call_function" and n.target is not operator.getitem and is_tensor_node(n)]
+
+
+def compare(got: torch.Tensor, exp: torch.Tensor, precision: str) -> str | None:
+    if got.shape != exp.shape or got.dtype != exp.dtype:
+        return f"shape/dtype {tuple(got.shape)} {got.dtype}, eager {tuple(exp.shape)} {exp.dtype}"
+    if not exp.dtype.is_floating_point:
+        bad = int((got != exp).sum())
+        return f"{bad}/{exp.numel()} elements differ" if bad else None
+    scale = max(1.0, float(exp.abs().max())) if exp.numel() else 1.0
+    err = float((got.double() - exp.double()).abs().max()) if exp.numel() else 0.0
+    if not err <= TOL[precision] * scale:
+        return f"max abs error {err:.3g} > {TOL[precision] * scale:.3g}"
+    return None
+
+
+def test_cases_cover_the_claim_table() -> None:
+    covered = {op for c in CASES for op in c.ops}
+    assert len(covered) >= 50
+    missing = sorted(set(rules.ATEN_TO_MIL) - covered)
+    assert not missing, f"claimable ops without a numeric case: {missing}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("gi", range(len(GROUPS)), ids=[f"{g[0].id}..{g[-1].id}" for g in GROUPS])
+def test_ops_match_eager(gi: int, precision: str) -> None:
+    p = prepare(gi)
+    graph_ops = {op_name(n) for n in p.ep.graph.nodes if n.op == "call_function"}
+    for c in p.cases:
+        absent = [op for op in c.ops if op not in graph_ops]
+        assert not absent, f"case {c.id}: {absent} not in the captured graph"
+
+    options = {"precision": precision, "compute_units": "all", "minimum_deployment_target": "iOS17"}
+    nodes = candidates(p.ep)
+    claims = plugin.claim(p.ep, nodes, options)
+    assert not claims.refused, [f"{r.node}: {r.code.value} {r.message}" for r in claims.refused]
+
+    compiled = plugin.preprocess(p.ep, options, None)
+    # every MIL op in the program is accounted for by the table entries of the nodes it came from
+    allowed = set(rules.PASS_PRODUCED_MIL)
+    for n in nodes:
+        allowed |= rules.mil_ops_for(op_name(n))
+    unexpected = sorted(set(compiled.meta["mil_op_counts"]) - allowed)
+    assert not unexpected, f"MIL ops not listed in rules.ATEN_TO_MIL for these nodes: {unexpected}"
+
+    handle = plugin.init(compiled.blob, compiled.meta, options)
+    try:
+        got = plugin.execute(handle, list(p.inputs))
+    finally:
+        plugin.destroy(handle)
+    assert len(got) == len(p.expected)
+    failures = []
+    for c, (start, count) in zip(p.cases, p.spans):
+        for k in range(count):
+            msg = compare(got[start + k], p.expected[start + k], precision)
+            if msg:
+                failures.append(f"{c.id}[{k}] ({', '.join(c.ops)}): {msg}")
+    assert not failures, "\n".join(failures)
