@@ -131,3 +131,18 @@ def test_bad_arguments_are_clear_errors():
     assert r.exit_code != 0 and "does not support precision 'int8'" in r.output
     r = CliRunner().invoke(main, ["conform", "--plugin", "canary_good", "--shard", "5/4"])
     assert r.exit_code != 0 and "1 <= I <= N" in r.output
+
+
+def test_run_conform_helper_accepts_faithful_and_rejects_wrong_plugins(tmp_path):
+    """delegate_sdk.testing is what plugins' CI uses for its quick subset: it must not wave a fault through."""
+    from delegate_sdk.testing import run_conform
+
+    good = run_conform("canary_good", ["-k", r"^op/(add|relu)/normal$", "--jobs", "1"], tmp_path / "good")
+    good.assert_clean(min_pass=2)
+    assert good.passed_ops() == {"aten.add.Tensor", "aten.relu.default"}
+    with pytest.raises(AssertionError, match="only 2 samples passed"):
+        good.assert_clean(min_pass=3)  # a selection smaller than promised is not clean
+    bad = run_conform("canary_lsb", ["-k", r"^op/add/normal$", "--jobs", "1"], tmp_path / "bad")
+    assert bad.exit_code == 1 and bad.outcomes["FAIL_MISMATCH"] == 1
+    with pytest.raises(AssertionError, match="FAIL_MISMATCH"):
+        bad.assert_clean()
