@@ -78,3 +78,10 @@ def execute(handle: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
 @hookimpl
 def destroy(handle: Any) -> None:
     runtime.release(handle)
+
+
+@hookimpl
+def conformance_cases() -> list[Any]:
+    from delegate_sdk_xnnpack.conformance_cases import cases
+
+    return cases()

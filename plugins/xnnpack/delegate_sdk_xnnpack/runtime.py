@@ -73,14 +73,19 @@ def load(blob: bytes, meta: dict[str, Any], options: dict[str, Any]) -> Handle:
 
 
 def run(handle: Handle, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    # the runtime reads inputs as dense buffers in their declared dim order; autograd history is not its business
-    args = [(t if t.is_contiguous() else t.contiguous()).detach() for t in inputs]
+    args = []
+    for t in inputs:
+        if t.requires_grad:  # autograd history is not the runtime's business
+            t = t.detach()
+        if not t.is_contiguous():  # the runtime reads dense buffers in the declared dim order
+            t = t.contiguous()
+        args.append(t)
     try:
         outs = handle.method(args)
     except Exception as e:
         raise RuntimeError(f"xnnpack: ExecuTorch execution failed: {type(e).__name__}: {e}") from e
     # clone_outputs=True (the default) already copied them out of the runtime's arenas
-    return list(outs)
+    return outs if isinstance(outs, list) else list(outs)
 
 
 def release(handle: Handle) -> None:

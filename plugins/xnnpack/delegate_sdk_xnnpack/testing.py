@@ -43,9 +43,10 @@ class Run:
 
 def lower_and_run(module: torch.nn.Module, args: tuple[torch.Tensor, ...], *, precision: str = "fp32",
                   calibration: list[tuple[torch.Tensor, ...]] | None = None,
-                  inputs: tuple[torch.Tensor, ...] | None = None) -> Run:
+                  inputs: tuple[torch.Tensor, ...] | None = None,
+                  keep_ops: tuple[str, ...] = plugin.KEEP_OPS) -> Run:
     """Capture, claim (everything must be claimed), preprocess, init, execute on ``inputs`` (default ``args``)."""
-    ep = capture(module, args)
+    ep = capture(module, args, keep_ops=keep_ops)
     claims = claim_all(ep, precision)
     if claims.refused:
         raise AssertionError(f"expected every node claimed, refused: {claims.refused}")

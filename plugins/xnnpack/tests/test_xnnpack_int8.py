@@ -20,6 +20,8 @@ from delegate_sdk_xnnpack.testing import Fn, capture, eager, lower_and_run
 
 pytestmark = pytest.mark.slow
 
+torch.manual_seed(0)  # weights and inputs of CASES are built at import
+
 
 def r(*shape: int) -> torch.Tensor:
     return torch.randn(shape)
@@ -68,17 +70,18 @@ class TinyCnn(nn.Module):
         return self.fc(y.mean((2, 3), keepdim=True).flatten(1))
 
 
-# id -> (module, example args, max LSB vs eager float)
+# id -> (module, example args, max LSB vs eager float): 3 for conv/linear (input and weight rounding add up),
+# 2 for elementwise ops, 1 for ops that move int8 data unchanged, more for nets
 CASES: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...], float]] = {
     "conv2d": (nn.Conv2d(3, 8, 3, padding=1), (r(1, 3, 8, 8),), 3),
     "conv2d_relu": (nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), (r(1, 3, 8, 8),), 3),
-    "conv2d_depthwise": (nn.Conv2d(4, 4, 3, groups=4), (r(1, 4, 8, 8),), 2),
-    "conv1d": (nn.Conv1d(3, 4, 3), (r(1, 3, 10),), 2),
-    "conv_transpose2d": (nn.ConvTranspose2d(3, 4, 3, stride=2), (r(1, 3, 5, 5),), 2),
-    "conv_bn": (nn.Sequential(nn.Conv2d(3, 8, 3), _bn(8)), (r(1, 3, 8, 8),), 2),
-    "linear": (nn.Linear(16, 8), (r(4, 16),), 2),
-    "linear_3d": (nn.Linear(16, 8), (r(2, 3, 16),), 2),
-    "linear_relu": (nn.Sequential(nn.Linear(16, 8), nn.ReLU()), (r(4, 16),), 2),
+    "conv2d_depthwise": (nn.Conv2d(4, 4, 3, groups=4), (r(1, 4, 8, 8),), 3),
+    "conv1d": (nn.Conv1d(3, 4, 3), (r(1, 3, 10),), 3),
+    "conv_transpose2d": (nn.ConvTranspose2d(3, 4, 3, stride=2), (r(1, 3, 5, 5),), 3),
+    "conv_bn": (nn.Sequential(nn.Conv2d(3, 8, 3), _bn(8)), (r(1, 3, 8, 8),), 3),
+    "linear": (nn.Linear(16, 8), (r(4, 16),), 3),
+    "linear_3d": (nn.Linear(16, 8), (r(2, 3, 16),), 3),
+    "linear_relu": (nn.Sequential(nn.Linear(16, 8), nn.ReLU()), (r(4, 16),), 3),
     "add": (Fn(torch.add), (r(2, 3, 4), r(2, 3, 4)), 2),
     "add_relu": (Fn(lambda a, b: torch.relu(a + b)), (r(2, 3, 4), r(4)), 2),
     "sub": (Fn(torch.sub), (r(2, 3, 4), r(2, 3, 4)), 2),
@@ -128,6 +131,17 @@ def test_int8_matches_fake_quant_and_eager(name):
         lsb = float((got - ref).abs().max()) / q.scale
         assert lsb_fq <= 1.0 + 1e-3, f"{lsb_fq:.2f} LSB from the fake-quant model"
         assert lsb <= max_lsb, f"{lsb:.2f} LSB from eager float (bound {max_lsb})"
+
+
+def test_int8_decomposed_linear_and_pool():
+    """addmm/permute and max_pool2d_with_indices (no keep_ops) quantize and lower like linear / max_pool2d."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 5)).eval()
+    args = (r(1, 3, 8, 8),)
+    calib = _calibration(args)
+    run = lower_and_run(net, args, precision="int8", calibration=calib, keep_ops=())
+    assert run.compiled.op_counts.get("linear.default") == 1 and run.compiled.op_counts.get("max_pool2d.default") == 1
+    lsb = float((run.outputs[0] - eager(net, args)[0]).abs().max()) / run.compiled.output_quant[0].scale
+    assert lsb <= 4
 
 
 def test_int8_without_calibration_is_a_clear_error():

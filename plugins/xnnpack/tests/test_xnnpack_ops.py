@@ -149,6 +149,24 @@ def test_fp16_op_matches_eager(name):
     _check(module, args, 1e-2)
 
 
+# core-ATen spellings seen when the core does not keep linear / max_pool2d / hardswish whole
+# (e.g. another backend in the same lowering asked for different keep_ops)
+DECOMPOSED: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]] = {
+    "addmm": (nn.Linear(16, 8), (r(4, 16),)),
+    "mm": (nn.Linear(16, 8, bias=False), (r(2, 3, 16),)),
+    "max_pool2d_with_indices": (nn.MaxPool2d(2), (r(1, 3, 8, 8),)),
+    "hardswish_decomposed": (nn.Hardswish(), (r(2, 3, 4) * 4,)),
+    "squeeze_all": (Fn(lambda x: x.squeeze() * 2), (r(1, 3, 1, 4),)),
+}
+
+
+@pytest.mark.parametrize("name", list(DECOMPOSED))
+def test_decomposed_spellings_match_eager(name):
+    module, args = DECOMPOSED[name]
+    run = lower_and_run(module, args, keep_ops=())
+    torch.testing.assert_close(run.outputs[0], eager(module, args)[0], rtol=1e-5, atol=1e-5)
+
+
 def test_non_contiguous_inputs():
     net = Fn(lambda a, b: torch.relu(a) * b)
     ax, bx = r(6, 4).t(), r(4, 12)[:, ::2]
