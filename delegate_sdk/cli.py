@@ -42,6 +42,12 @@ def main(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err_console,
                                                                                 show_path=False)], force=True)
+    if verbose == 0:
+        import warnings
+
+        # torch 2.13's own pytree deprecation notice fires inside torch.export on every model; it is not
+        # actionable for a user of this tool (shown with -v)
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
 
 
 def _backends_arg(value: str) -> list[str]:

@@ -1,6 +1,6 @@
 """Compile time of a small conv net and per-call overhead of ``execute`` over the ExecuTorch runtime.
 
-Run by hand (not collected by pytest): ``python plugins/xnnpack/tests/bench_xnnpack.py``.
+Run by hand (not collected by pytest): ``python benchmarks/bench_xnnpack_compile.py``.
 Compile times are for distinct weights each time (no cache hit); the first one includes importing
 ExecuTorch. Latency: best of 5 rounds of N calls, interleaving delegate and direct calls.
 """

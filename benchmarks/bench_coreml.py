@@ -1,6 +1,6 @@
 """Measure the Core ML plugin: conversion time of a small conv net and the runtime's per-call latency.
 
-    python plugins/coreml/bench_coreml.py [--repeat 200]
+    python benchmarks/bench_coreml.py [--repeat 200]
 
 Prints one line per measurement. Conversion is timed warm (coremltools already
 imported, one conversion done), as a partition compiles inside a lowering run.
