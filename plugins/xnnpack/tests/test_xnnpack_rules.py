@@ -159,3 +159,18 @@ def test_claim_does_not_modify_program():
     before = [(n.name, str(n.target), n.args) for n in ep.graph.nodes]
     claim_all(ep)
     assert [(n.name, str(n.target), n.args) for n in ep.graph.nodes] == before
+
+
+def test_options_are_validated_with_the_valid_ones_listed():
+    from delegate_sdk.errors import OptionError
+    from delegate_sdk.options import validate_options
+
+    info = plugin.describe()
+    assert validate_options(info, {}) == {"precision": "fp32", "num_threads": 0}
+    assert validate_options(info, {"precision": "int8", "num_threads": "2"})["num_threads"] == 2
+    with pytest.raises(OptionError, match=r"precision='int4'.*fp32\|int8"):
+        validate_options(info, {"precision": "int4"})
+    with pytest.raises(OptionError, match=r"no option 'threads'.*num_threads"):
+        validate_options(info, {"threads": 2})
+    with pytest.raises(OptionError, match="num_threads"):
+        validate_options(info, {"num_threads": 1000})
