@@ -91,6 +91,7 @@ def conform(plugin: str, precision: str | None, option_values: tuple[str, ...], 
         if by.get(o):
             summary.add_row(f"[{_STYLE.get(o, 'red')}]{o}[/]", str(by[o]))
     console.print(summary)
+    console.print(f"{len(report.ops_passed())} distinct ops pass fully delegated")
     unexpected = report.unexpected()
     if unexpected:
         t = Table(title=f"unexpected results ({len(unexpected)})", show_lines=False)

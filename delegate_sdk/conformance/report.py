@@ -64,6 +64,10 @@ class Report:
         c = Counter(r.outcome for r in self.cases)
         return {o: c[o] for o in OUTCOMES if c[o]}
 
+    def ops_passed(self) -> list[str]:
+        """Distinct ops with at least one op-case sample that PASSed fully delegated (what vendors quote)."""
+        return sorted({r.op for r in self.cases if r.kind == "op" and r.outcome == "PASS" and r.op})
+
     def unexpected(self) -> list[CaseResult]:
         return [r for r in self.cases if is_unexpected(r.outcome, self.strict)]
 
@@ -71,7 +75,8 @@ class Report:
         return {"schema": SCHEMA, "plugin": self.plugin, "sdk_version": self.sdk_version,
                 "torch_version": self.torch_version, "precision": self.precision, "seed": self.seed,
                 "started": self.started, "duration_s": round(self.duration_s, 3),
-                "summary": {"total": len(self.cases), "by_outcome": self.by_outcome()},
+                "summary": {"total": len(self.cases), "by_outcome": self.by_outcome(),
+                            "ops_passed_fully_delegated": self.ops_passed()},
                 "cases": [r.to_json() for r in self.cases]}
 
 
@@ -117,6 +122,8 @@ def write_markdown(report: Report, path: Path) -> None:
              f"started {report.started}, {report.duration_s:.1f} s, {len(report.cases)} samples.", "",
              "| outcome | count |", "| --- | ---: |"]
     lines += [f"| {o} | {n} |" for o, n in report.by_outcome().items()]
+    ops = report.ops_passed()
+    lines += ["", f"{len(ops)} distinct ops pass fully delegated: " + (", ".join(f"`{o}`" for o in ops) or "none") + "."]
     unexpected = report.unexpected()
     lines += ["", f"## Unexpected results ({len(unexpected)})", ""]
     if unexpected:

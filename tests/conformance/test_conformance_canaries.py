@@ -37,13 +37,16 @@ def test_faithful_canary_passes_through_the_cli_with_reports(tmp_path):
     assert d["schema"] == "delegate-sdk/conformance-report/v1"
     assert d["plugin"] == {"name": "canary_good", "version": "0.1-canary", "available": True}
     assert d["seed"] == 3 and d["precision"] == "fp32"
-    assert d["summary"] == {"total": 10, "by_outcome": {"PASS": 10}}
+    assert d["summary"] == {"total": 10, "by_outcome": {"PASS": 10}, "ops_passed_fully_delegated": [
+        "aten.add.Tensor", "aten.clamp.default", "aten.relu.default"]}
+    assert "3 distinct ops pass fully delegated" in res.output
     assert "op/canary_good_hardswish/normal" in {c["id"] for c in d["cases"]}  # contributed by the plugin
     for c in d["cases"]:
         assert c["nodes_delegated"] == c["nodes_total"] > 0
         assert c["tolerance"]["kind"] in ("float", "sqnr") and c["metrics"]["max_ulp"] is not None
     assert ET.parse(tmp_path / "junit.xml").getroot().find("testsuite").get("failures") == "0"
-    assert "| PASS | 10 |" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "| PASS | 10 |" in md and "3 distinct ops pass fully delegated: `aten.add.Tensor`" in md
 
 
 def test_off_by_one_lsb_is_caught_and_faithful_int8_passes():
