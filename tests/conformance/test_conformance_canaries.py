@@ -145,6 +145,8 @@ def test_run_conform_helper_accepts_faithful_and_rejects_wrong_plugins(tmp_path)
     assert good.passed_ops() == {"aten.add.Tensor", "aten.relu.default"}
     with pytest.raises(AssertionError, match="only 2 samples passed"):
         good.assert_clean(min_pass=3)  # a selection smaller than promised is not clean
+    with pytest.raises(AssertionError):
+        good.assert_quick_subset(min_pass=2, min_ops=2)  # no model case in the selection
     bad = run_conform("canary_lsb", ["-k", r"^op/add/normal$", "--jobs", "1"], tmp_path / "bad")
     assert bad.exit_code == 1 and bad.outcomes["FAIL_MISMATCH"] == 1
     with pytest.raises(AssertionError, match="FAIL_MISMATCH"):
