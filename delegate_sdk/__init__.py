@@ -12,6 +12,7 @@ from delegate_sdk.types import (
     CompiledDelegate,
     OptionSpec,
     PerfEstimate,
+    Precision,
     QuantParams,
     ReasonCode,
     Refusal,
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from delegate_sdk.program import Program
 
 __all__ = [
-    "BackendInfo", "Claims", "CompiledDelegate", "DelegateSDKError", "OptionSpec", "PerfEstimate",
+    "BackendInfo", "Claims", "CompiledDelegate", "DelegateSDKError", "OptionSpec", "PerfEstimate", "Precision",
     "QuantParams", "ReasonCode", "Refusal", "TensorSpec", "__version__", "backends", "hookimpl", "inspect",
     "load", "lower",
 ]

@@ -25,7 +25,7 @@ from delegate_sdk.runtime import DelegateRecord
 from delegate_sdk.signature import input_signature
 from delegate_sdk.subgraph import Subgraph, build_dep_graph, extract
 from delegate_sdk.support import op_name
-from delegate_sdk.types import CompiledDelegate, ReasonCode, TensorSpec, is_quantized
+from delegate_sdk.types import CompiledDelegate, ReasonCode, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,9 @@ def lower(model: Any, example_inputs: Any, backends: list[str], *,
 def _compile_all(s: _Session, example_inputs: Any, calibration: Any
                  ) -> tuple[dict[str, tuple[CompiledDelegate, Subgraph]], dict[str, Subgraph]]:
     subgraphs = {p.id: extract(s.ep, p.nodes) for p in s.plan.partitions}
-    quantized = {p.id for p in s.plan.partitions if is_quantized(s.options[p.backend]["precision"])}
+    infos = {b.name: b.info() for b in s.backends}
+    quantized = {p.id for p in s.plan.partitions
+                 if infos[p.backend].precision(s.options[p.backend]["precision"]).quantized}
     calib: dict[str, list[tuple[torch.Tensor, ...]]] = {}
     if quantized:
         samples = _calibration_samples(calibration, example_inputs)

@@ -51,6 +51,12 @@ class Backend:
                                       "expected delegate_sdk.BackendInfo")
             if info.name != self.name:
                 info = replace(info, name=self.name)
+            try:
+                info.check()
+            except ValueError as e:
+                # refused here, at load, rather than judged under a guessed meaning later
+                info = replace(info, available=False,
+                               unavailable_reason=f"plugin {self.name!r} is invalid: {e}")
             self._info = info
         return self._info
 

@@ -13,13 +13,101 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Precisions whose compilation needs calibration data captured by the core.
-QUANTIZED_PRECISIONS: frozenset[str] = frozenset({"int8", "a16w8", "int16", "a8w4", "int4"})
+@dataclass(frozen=True)
+class Precision:
+    """What a precision name means. Conformance tolerances, calibration and the quantization reference all
+    follow this declaration, never the spelling of the name.
+
+    ``kind="float"``: the delegate computes in the float ``dtype`` (``"float32"``, ``"float16"``,
+    ``"bfloat16"``); no calibration. ``kind="quantized"``: activations are integers of ``activation_bits``
+    and weights of ``weight_bits``; the core captures calibration inputs for ``preprocess`` and judges
+    outputs in quantization steps.
+    """
+
+    name: str
+    kind: str
+    dtype: str = ""
+    activation_bits: int = 0
+    weight_bits: int = 0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind == "float":
+            if self.dtype not in FLOAT_DTYPES:
+                raise ValueError(f"precision {self.name!r}: a float precision needs dtype one of "
+                                 f"{', '.join(FLOAT_DTYPES)}, not {self.dtype!r}")
+            if self.activation_bits or self.weight_bits:
+                raise ValueError(f"precision {self.name!r}: a float precision has no integer bit widths")
+        elif self.kind == "quantized":
+            for what, bits in (("activation_bits", self.activation_bits), ("weight_bits", self.weight_bits)):
+                if not isinstance(bits, int) or not 2 <= bits <= 32:
+                    raise ValueError(f"precision {self.name!r}: {what} must be an integer in [2, 32], not {bits!r}")
+            if self.dtype:
+                raise ValueError(f"precision {self.name!r}: a quantized precision has bit widths, not a dtype")
+        else:
+            raise ValueError(f"precision {self.name!r}: kind must be 'float' or 'quantized', not {self.kind!r}")
+
+    @property
+    def quantized(self) -> bool:
+        """True when the core must capture calibration data and judge in quantization steps."""
+        return self.kind == "quantized"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Precision:
+        return cls(d["name"], d["kind"], d.get("dtype", ""), int(d.get("activation_bits", 0)),
+                   int(d.get("weight_bits", 0)), d.get("description", ""))
 
 
-def is_quantized(precision: str) -> bool:
-    """True for integer precisions (they need calibration inputs)."""
-    return precision in QUANTIZED_PRECISIONS or precision.startswith(("int", "a8", "a16", "w8"))
+#: float dtypes a float precision may compute in
+FLOAT_DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
+
+#: The core's precision vocabulary. A plugin lists names from here in ``BackendInfo.precisions``; a name
+#: outside it must be declared in ``BackendInfo.precision_specs`` (with what it means), or the plugin is refused.
+PRECISIONS: dict[str, Precision] = {p.name: p for p in (
+    Precision("fp32", "float", "float32", description="IEEE-754 single precision"),
+    Precision("fp16", "float", "float16", description="IEEE-754 half precision"),
+    Precision("bf16", "float", "bfloat16", description="bfloat16 (8-bit exponent, 7-bit mantissa)"),
+    Precision("int8", "quantized", activation_bits=8, weight_bits=8, description="8-bit activations and weights"),
+    Precision("a16w8", "quantized", activation_bits=16, weight_bits=8,
+              description="16-bit activations, 8-bit weights"),
+    Precision("int16", "quantized", activation_bits=16, weight_bits=16,
+              description="16-bit activations and weights"),
+    Precision("a8w4", "quantized", activation_bits=8, weight_bits=4, description="8-bit activations, 4-bit weights"),
+    Precision("int4", "quantized", activation_bits=4, weight_bits=4, description="4-bit activations and weights"),
+)}
+
+#: spellings people use for a vocabulary name (only to suggest the right one in an error)
+_PRECISION_ALIASES = {
+    "float32": "fp32", "float": "fp32", "f32": "fp32", "single": "fp32", "float16": "fp16", "half": "fp16",
+    "f16": "fp16", "bfloat16": "bf16", "qint8": "int8", "uint8": "int8", "w8a8": "int8", "a8w8": "int8",
+    "qint16": "int16", "a16w16": "int16", "w16a16": "int16", "w8a16": "a16w8", "w4a8": "a8w4", "a4w4": "int4",
+}
+
+
+def resolve_precision(name: str, declared: tuple[Precision, ...] = ()) -> Precision:
+    """The meaning of precision ``name``: a plugin's own declaration, else the core vocabulary.
+
+    Raises ValueError naming the unknown name (with the vocabulary name it probably means).
+    """
+    for p in declared:
+        if p.name == name:
+            return p
+    if name in PRECISIONS:
+        return PRECISIONS[name]
+    hint = f" (did you mean {_PRECISION_ALIASES[name.lower()]!r}?)" if name.lower() in _PRECISION_ALIASES else ""
+    raise ValueError(f"precision {name!r} is not in the core's vocabulary{hint}; use one of "
+                     f"{', '.join(PRECISIONS)}, or declare what it means in BackendInfo.precision_specs "
+                     "(delegate_sdk.Precision)")
+
+
+def is_quantized(precision: str | Precision) -> bool:
+    """True for quantized precisions (they need calibration inputs). A name must be in the vocabulary."""
+    if isinstance(precision, Precision):
+        return precision.quantized
+    return resolve_precision(precision).quantized
 
 
 class ReasonCode(str, enum.Enum):
@@ -41,7 +129,8 @@ class ReasonCode(str, enum.Enum):
     MIN_SIZE = "min_size"  # claimed, but its partition was smaller than the minimum size
     HOST = "host"  # shape arithmetic / assertion that always runs on the host
     UNAVAILABLE = "unavailable"  # the backend is installed but cannot run here
-    UNSPECIFIED = "unspecified"  # the plugin neither claimed nor refused the node (a plugin bug)
+    #: kept so that artifacts written by delegate-sdk 0.1 load; the core now refuses such a claim outright
+    UNSPECIFIED = "unspecified"
 
 
 @dataclass(frozen=True)
@@ -106,11 +195,46 @@ class BackendInfo:
     #: True if ``execute`` may be called on one handle from several threads at once
     thread_safe: bool = False
     description: str = ""
+    #: what each precision name outside the core vocabulary (:data:`PRECISIONS`) means
+    precision_specs: tuple[Precision, ...] = ()
+
+    def precision(self, name: str) -> Precision:
+        """The meaning of one of this plugin's precisions (ValueError if it is not one of them)."""
+        if name not in self.precisions:
+            raise ValueError(f"backend {self.name!r} does not support precision {name!r}; it supports "
+                             f"{', '.join(self.precisions)}")
+        return resolve_precision(name, self.precision_specs)
+
+    def check(self) -> None:
+        """ValueError naming the first thing in this record the core cannot work with."""
+        if not self.precisions:
+            raise ValueError("BackendInfo.precisions is empty")
+        for spec in self.precision_specs:
+            if not isinstance(spec, Precision):
+                raise ValueError(f"BackendInfo.precision_specs holds a {type(spec).__name__}, not a Precision")
+            if spec.name in PRECISIONS and spec != PRECISIONS[spec.name]:
+                raise ValueError(f"BackendInfo.precision_specs redefines the core precision {spec.name!r}; "
+                                 "give your variant its own name")
+        for name in self.precisions:
+            resolve_precision(name, self.precision_specs)
+        if self.default_precision not in self.precisions:
+            raise ValueError(f"default_precision {self.default_precision!r} is not one of the precisions "
+                             f"{', '.join(self.precisions)}")
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["options"] = [dataclasses.asdict(o) for o in self.options]
+        d["precision_specs"] = [self.precision(p).to_json() for p in self.precisions
+                                if _resolvable(p, self.precision_specs)]
         return d
+
+
+def _resolvable(name: str, declared: tuple[Precision, ...]) -> bool:
+    try:
+        resolve_precision(name, declared)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

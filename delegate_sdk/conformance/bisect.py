@@ -33,13 +33,12 @@ def _tensors(x: Any) -> list[torch.Tensor]:
     return [t for t in pytree.tree_leaves(x) if isinstance(t, torch.Tensor)]
 
 
-def _threshold(precision: str) -> float:
-    quant = tolerance.is_quantized(precision)
-    return tolerance.SQNR_MIN_DB.get(precision, tolerance.SQNR_DEFAULT_QUANT_DB if quant
-                                     else tolerance.SQNR_MIN_DB["fp32"])
+def _threshold(precision: tolerance.PrecisionLike) -> float:
+    return tolerance.sqnr_floor(precision)
 
 
-def _diverges(expected: list[torch.Tensor], actual: list[torch.Tensor], precision: str) -> tuple[bool, str]:
+def _diverges(expected: list[torch.Tensor], actual: list[torch.Tensor],
+              precision: tolerance.PrecisionLike) -> tuple[bool, str]:
     thr = _threshold(precision)
     for k, (e, a) in enumerate(zip(expected, actual)):
         if e.shape != a.shape:
@@ -57,7 +56,7 @@ def _diverges(expected: list[torch.Tensor], actual: list[torch.Tensor], precisio
 
 
 def bisect_model(program: Any, inputs: tuple[torch.Tensor, ...], plugin: str, options: dict[str, Any],
-                 precision: str) -> str:
+                 precision: tolerance.PrecisionLike) -> str:
     """A sentence naming the first diverging partition and node (or why none could be named)."""
     summary = program.summary()
     with torch.no_grad():
@@ -118,7 +117,8 @@ class _Wrap(torch.nn.Module):
         return self.gm(*xs)[0]
 
 
-def _first_node(sub: Any, b_in: list[torch.Tensor], plugin: str, options: dict[str, Any], precision: str) -> str:
+def _first_node(sub: Any, b_in: list[torch.Tensor], plugin: str, options: dict[str, Any],
+                precision: tolerance.PrecisionLike) -> str:
     from delegate_sdk.lowering import lower
 
     gm = sub.module()
