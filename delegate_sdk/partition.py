@@ -21,7 +21,7 @@ near-linear in the number of edges.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from delegate_sdk.errors import ContractError
@@ -102,14 +102,8 @@ def plan_partitions(graph: DepGraph, backends: Sequence[str], claim: ClaimFn, *,
         cand_names = [graph.names[i] for i in candidates]
         claims = claim(backend, cand_names)
         claimed = _check_claims(backend, claims, cand_names)
-        answered = set(claimed)
         for r in claims.refused:
-            answered.add(r.node)
             reasons[index[r.node]].append(r if r.backend == backend else Refusal(r.node, r.code, r.message, backend))
-        for name in cand_names:
-            if name not in answered:
-                reasons[index[name]].append(Refusal(name, ReasonCode.UNSPECIFIED,
-                                                    "the plugin neither claimed nor refused this node", backend))
         is_claimed = [False] * n
         for name in claimed:
             is_claimed[index[name]] = True
@@ -144,22 +138,43 @@ def plan_partitions(graph: DepGraph, backends: Sequence[str], claim: ClaimFn, *,
 
 
 def _check_claims(backend: str, claims: Claims, candidates: list[str]) -> set[str]:
+    """The claimed names; ContractError unless every candidate is named exactly once, each refusal with a reason."""
     if not isinstance(claims, Claims):
         raise ContractError(backend, "claim", f"returned {type(claims).__name__}, expected delegate_sdk.Claims")
     cand = set(candidates)
+
+    def some(names: Iterable[str]) -> str:
+        names = sorted(set(names))
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
     claimed = set(claims.claimed)
+    if len(claimed) != len(claims.claimed):
+        twice = [n for n in claimed if claims.claimed.count(n) > 1]
+        raise ContractError(backend, "claim", f"claimed nodes twice: {some(twice)}")
     unknown = claimed - cand
     if unknown:
-        raise ContractError(backend, "claim", f"claimed nodes that were not candidates: {sorted(unknown)[:5]}")
-    refused = {r.node for r in claims.refused if isinstance(r, Refusal)}
-    if refused - cand:
-        raise ContractError(backend, "claim", f"refused nodes that were not candidates: {sorted(refused - cand)[:5]}")
-    both = claimed & refused
-    if both:
-        raise ContractError(backend, "claim", f"both claimed and refused: {sorted(both)[:5]}")
+        raise ContractError(backend, "claim", f"claimed nodes that were not candidates: {some(unknown)}")
+    refused: list[str] = []
     for r in claims.refused:
         if not isinstance(r, Refusal) or not isinstance(r.code, ReasonCode):
             raise ContractError(backend, "claim", f"refusal {r!r} is not a Refusal with a ReasonCode")
+        if not isinstance(r.message, str) or not r.message.strip():
+            raise ContractError(backend, "claim", f"refused {r.node} ({r.code.value}) without a reason: every "
+                                                  "refusal needs a sentence the user can act on")
+        refused.append(r.node)
+    if len(set(refused)) != len(refused):
+        twice = [n for n in refused if refused.count(n) > 1]
+        raise ContractError(backend, "claim", f"refused nodes twice: {some(twice)}")
+    if set(refused) - cand:
+        raise ContractError(backend, "claim", f"refused nodes that were not candidates: {some(set(refused) - cand)}")
+    both = claimed & set(refused)
+    if both:
+        raise ContractError(backend, "claim", f"both claimed and refused: {some(both)}")
+    silent = cand - claimed - set(refused)
+    if silent:
+        raise ContractError(backend, "claim", f"neither claimed nor refused {len(silent)} candidate node(s): "
+                                              f"{some(silent)}; name every candidate in Claims.claimed or in "
+                                              "Claims.refused with a reason")
     return claimed
 
 

@@ -121,10 +121,18 @@ def test_followers_go_with_producer():
     assert plan2.fallback["g0"] == plan2.fallback["p"]
 
 
-def test_plugin_that_ignores_a_node_gets_unspecified_reason():
+@pytest.mark.parametrize("claims, message", [
+    (Claims(("a",), ()), "neither claimed nor refused 1 candidate node"),
+    (Claims(("a", "a", "b"), ()), "claimed nodes twice: a"),
+    (Claims(("a",), (Refusal("b", ReasonCode.OP, "  "),)), "refused b \\(op\\) without a reason"),
+    (Claims(("a",), (Refusal("b", ReasonCode.OP, "no"), Refusal("b", ReasonCode.OP, "no"))), "refused nodes twice"),
+    (Claims(("a", "b"), (Refusal("b", ReasonCode.OP, "no"),)), "both claimed and refused: b"),
+])
+def test_a_claim_that_does_not_answer_every_candidate_once_with_a_reason_is_a_contract_error(claims, message):
     g = DepGraph(["a", "b"], [[], [0]])
-    plan = plan_partitions(g, ["k"], lambda b, c: Claims(("a",), ()))
-    assert plan.fallback["b"][0].code == ReasonCode.UNSPECIFIED
+    with pytest.raises(ContractError, match=message) as info:
+        plan_partitions(g, ["k"], lambda b, c: claims)
+    assert info.value.stage == "claim" and info.value.backend == "k"
 
 
 def test_claiming_a_non_candidate_is_a_contract_error():
