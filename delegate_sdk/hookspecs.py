@@ -39,6 +39,25 @@ Options: every hook that takes ``options`` receives a ``dict`` already
 validated by the core against the ``OptionSpec`` list from ``describe``, with
 defaults filled in. It always contains ``"precision"``, one of
 ``BackendInfo.precisions``.
+
+Precisions come from one vocabulary, ``delegate_sdk.types.PRECISIONS``: float
+``fp32``, ``fp16``, ``bf16`` (the dtype the delegate computes in) and quantized
+``int8`` (8-bit activations and weights), ``a16w8``, ``int16``, ``a8w4``,
+``int4``. A quantized precision gets calibration data in ``preprocess`` and is
+judged in quantization steps; a float one is judged in its dtype's ULPs. A name
+outside the vocabulary must be declared in ``BackendInfo.precision_specs`` as a
+``delegate_sdk.Precision`` saying what it is; an undeclared name (``"half"``,
+``"uint8"``) makes the plugin unavailable, with a reason naming it.
+
+What ``delegate-sdk conform`` checks besides numerics (each a FAIL_CONTRACT or
+FAIL_CLAIM when broken): every candidate answered exactly once in ``claim``;
+inputs never modified by ``execute``; outputs never reused across calls;
+``thread_safe=True`` holding under several threads; a dynamic program right at
+several sizes; and the artifact loading and running in a fresh process whose
+working and temp directories are new and empty, after your compile-time temp
+files are gone. Known failures ship as ``expectations.toml`` in your package
+(package data), where conform finds them; see
+``delegate_sdk.conformance.expectations``.
 """
 
 from __future__ import annotations
@@ -78,6 +97,12 @@ def describe() -> BackendInfo:
     ``keep_ops`` lists core ATen op names (``"aten.linear.default"``) that you
     would rather see whole than decomposed; the core keeps them in the graph
     it hands to ``claim``. Ops you keep but then refuse run on eager PyTorch.
+
+    ``precisions`` are names from the core vocabulary (see the module
+    docstring), or declared in ``precision_specs``. Say ``thread_safe=True``
+    only if one handle may really run ``execute`` from several threads at once:
+    conformance calls one loaded program from 4 threads and compares with the
+    same calls made one at a time.
     """
 
 
@@ -96,7 +121,9 @@ def claim(program: ExportedProgram, nodes: list[torch.fx.Node], options: dict[st
     exactly once: in ``claimed``, or in ``refused`` with a
     :class:`~delegate_sdk.types.ReasonCode` and a sentence
     (``"conv kernel 9x9 exceeds the 8x8 limit"``). The user sees these
-    reasons in ``delegate-sdk inspect``.
+    reasons in ``delegate-sdk inspect``. A candidate left out, named twice, or
+    refused with an empty sentence is a contract violation: lowering stops with
+    a ``ContractError`` naming the nodes (FAIL_CLAIM in conformance).
 
     Claim a node only if ``preprocess`` will compile it at
     ``options["precision"]`` whatever neighbours it ends up with: the core
@@ -130,6 +157,12 @@ def preprocess(program: ExportedProgram, options: dict[str, Any],
     Raise any exception to fail; the core reports it naming your plugin and
     the partition. Write temporary files under a ``tempfile`` directory you
     remove, never the working directory; log through ``logging``, never print.
+
+    The blob (with ``meta``) must be all that ``init`` needs: the artifact
+    ships to other machines. Conformance removes the temp area ``preprocess``
+    ran in and loads the artifact in a fresh process with new, empty working
+    and temp directories; a file your runtime reads that is not part of the
+    artifact or of an installed package is named there as a failure.
     """
 
 
@@ -149,10 +182,16 @@ def execute(handle: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     """Run a loaded blob.
 
     ``inputs`` are exactly the partition's user inputs (dtype and shape already
-    checked by the core), possibly non-contiguous. Return a list with one
-    tensor per partition output, with the dtype and shape of that output; the
-    core checks this and reports a contract failure otherwise. Do not return
-    tensors that alias your internal buffers if you reuse them across calls.
+    checked by the core), possibly non-contiguous. They belong to the caller:
+    never modify them (work on a copy if your kernel computes in place).
+    Return a list with one tensor per partition output, with the dtype and
+    shape of that output; the core checks this and reports a contract failure
+    otherwise. Return new tensors on every call: a buffer you hand out again
+    on the next call overwrites the caller's earlier result.
+
+    For a dynamic program, ``execute`` is called at any size within the
+    exported ranges, in any order, on one handle: never specialise on the
+    first shape you see.
 
     Unless ``BackendInfo.thread_safe`` is true, the core never calls
     ``execute`` on one handle from two threads at once.
@@ -180,7 +219,10 @@ def reference_execute(blob: bytes, meta: dict[str, Any], options: dict[str, Any]
     model on a reference implementation (e.g. a QDQ model on the ONNX Runtime
     CPU provider), return its outputs here: conformance then separates
     quantization error (reference vs eager) from backend error (delegate vs
-    reference). Return ``None`` when you have no reference for this blob.
+    reference). Bool and integer outputs (comparisons, argmax, topk indices)
+    are then judged against the reference exactly, so that a result that
+    quantization itself flips is not counted against your backend. Return
+    ``None`` when you have no reference for this blob.
     """
 
 

@@ -33,7 +33,7 @@ from delegate_sdk.errors import (
 )
 from delegate_sdk.graph_ir import OuterGraph
 from delegate_sdk.registry import Registry, default_registry
-from delegate_sdk.runtime import DelegateRecord, DelegateRuntime, ProgramRuntime
+from delegate_sdk.runtime import DelegateCall, DelegateRecord, DelegateRuntime, ProgramRuntime
 from delegate_sdk.signature import InputSpec
 from delegate_sdk.types import Refusal
 
@@ -118,6 +118,11 @@ class Program:
     def trace(self, *inputs: Any) -> tuple[list[Any], dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]]]:
         """Flat outputs plus, per partition id, the tensors that crossed its boundary in this call."""
         return self._runtime.trace(inputs)
+
+    def trace_calls(self, *inputs: Any) -> tuple[list[Any], list[DelegateCall]]:
+        """Flat outputs plus every delegate call of this run, in order, each with a copy of its inputs from
+        just before the call (conformance checks that plugins neither modify inputs nor reuse outputs)."""
+        return self._runtime.trace_calls(inputs)
 
     def reference(self, partition_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor] | None:
         """The plugin's trusted CPU reference for a partition (``reference_execute``), if it has one."""

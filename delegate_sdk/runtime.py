@@ -75,6 +75,18 @@ class DelegateRecord:
                    hashlib.sha256(cd.blob).hexdigest(), len(cd.blob))
 
 
+@dataclass
+class DelegateCall:
+    """One call of a delegate during :meth:`ProgramRuntime.trace_calls`."""
+
+    partition: str
+    backend: str
+    inputs: list[torch.Tensor]
+    #: copies of ``inputs`` taken just before the call (a plugin must not modify its inputs)
+    inputs_before: list[torch.Tensor]
+    outputs: list[torch.Tensor]
+
+
 class DelegateRuntime:
     """A loaded delegate: its handle, created once, and a lock unless the plugin is thread safe."""
 
@@ -156,10 +168,16 @@ class ProgramRuntime:
         self._validate = InputValidator(inputs)
 
     def _call_delegate(self, idx: int, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        out = self.delegates[idx](inputs)
         rec = getattr(self._trace, "boundaries", None)
-        if rec is not None:
-            rec[self.delegates[idx].record.id] = (list(inputs), list(out))
+        if rec is None:
+            return self.delegates[idx](inputs)
+        calls = self._trace.calls
+        before = [t.clone() for t in inputs] if calls is not None else None
+        out = self.delegates[idx](inputs)
+        pid = self.delegates[idx].record.id
+        rec[pid] = (list(inputs), list(out))
+        if calls is not None:
+            calls.append(DelegateCall(pid, self.delegates[idx].backend.name, list(inputs), before or [], list(out)))
         return out
 
     def run(self, inputs: tuple[Any, ...]) -> list[Any]:
@@ -173,11 +191,23 @@ class ProgramRuntime:
 
     def trace(self, inputs: tuple[Any, ...]) -> tuple[list[Any], dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]]]:
         self._trace.boundaries = {}
+        self._trace.calls = None
         try:
             out = self.run(inputs)
             return out, self._trace.boundaries
         finally:
             self._trace.boundaries = None
+
+    def trace_calls(self, inputs: tuple[Any, ...]) -> tuple[list[Any], list[DelegateCall]]:
+        """Run once, recording every delegate call with a copy of its inputs taken just before it."""
+        self._trace.boundaries = {}
+        self._trace.calls = []
+        try:
+            out = self.run(inputs)
+            return out, self._trace.calls
+        finally:
+            self._trace.boundaries = None
+            self._trace.calls = None
 
     def close(self) -> None:
         for d in self.delegates:

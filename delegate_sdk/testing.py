@@ -36,16 +36,19 @@ class ConformRun:
     def outcomes(self) -> Counter[str]:
         return Counter(c["outcome"] for c in self.cases)
 
+    verdict: dict[str, Any] = field(default_factory=dict)
+
     def passed_ops(self) -> set[str]:
-        """Distinct ops with at least one sample that passed fully delegated (as the report counts them)."""
+        """Distinct ops every claimed sample of which passed fully delegated (as the report counts them)."""
         return set(self.summary.get("ops_passed_fully_delegated", ()))
 
     def assert_clean(self, min_pass: int = 1) -> None:
-        """Exit code 0, no unexpected outcome, and at least ``min_pass`` samples PASS (so an empty
-        selection or a plugin that claims nothing cannot look clean)."""
+        """Exit code 0 (no unexpected outcome, and the run certified something), and at least ``min_pass``
+        samples PASS (so an empty selection or a plugin that claims nothing cannot look clean)."""
         bad = [f"{c['id']}: {c['outcome']} {c['detail']}" for c in self.cases if is_unexpected(c["outcome"], False)]
         assert self.exit_code == 0 and not bad, (
-            f"conform exited {self.exit_code}; unexpected: {bad}\n{self.output[-4000:]}")
+            f"conform exited {self.exit_code}; unexpected: {bad}; not certified: "
+            f"{self.verdict.get('problems')}\n{self.output[-4000:]}")
         passed = self.outcomes["PASS"] + self.outcomes["PASS_PARTIAL"]
         assert passed >= min_pass, f"only {passed} samples passed (want >= {min_pass}): {dict(self.outcomes)}"
 
@@ -67,4 +70,5 @@ def run_conform(plugin: str, args: list[str], report_dir: Path, timeout_s: float
     output = proc.stdout + proc.stderr
     report = Path(report_dir) / "report.json"
     data = json.loads(report.read_text()) if report.exists() else {}
-    return ConformRun(proc.returncode, output, data.get("cases", []), data.get("summary", {}))
+    return ConformRun(proc.returncode, output, data.get("cases", []), data.get("summary", {}),
+                      data.get("verdict", {}))

@@ -32,13 +32,24 @@ _STYLE = {"PASS": "green", "PASS_PARTIAL": "green", "XFAIL": "yellow", "XPASS": 
 @click.option("--expectations", "expectations_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Use this expectations.toml instead of the plugin's own.")
 @click.option("--no-bisect", is_flag=True, help="Do not bisect failing model cases.")
+@click.option("--min-pass", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Fail unless at least this many samples pass.")
+@click.option("--min-ops", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Fail unless at least this many distinct ops pass every claimed sample fully delegated.")
+@click.option("--skip-runtime-checks", is_flag=True,
+              help="Skip the runtime contract checks (second call, input mutation, threads, more sizes, fresh "
+                   "process): faster numerics iteration, never a certificate (exits 1).")
 def conform(plugin: str, precision: str | None, option_values: tuple[str, ...], suite: str, pattern: str | None,
             jobs: int | None, report_dir: Path | None, seed: int, shard: str | None, timeout: float, strict: bool,
-            expectations_path: Path | None, no_bisect: bool) -> None:
-    """Check that a plugin is numerically faithful to eager PyTorch.
+            expectations_path: Path | None, no_bisect: bool, min_pass: int, min_ops: int,
+            skip_runtime_checks: bool) -> None:
+    """Check that a plugin is faithful to eager PyTorch and keeps the runtime contract.
 
     Runs the op and model corpus (plus the plugin's own cases) through lower -> save -> load -> run in
-    isolated worker processes and compares with eager PyTorch. Exits 0 iff there is no unexpected result.
+    isolated worker processes and compares with eager PyTorch; checks that inputs are never modified,
+    outputs never reused across calls, thread safety when declared, dynamic programs at several sizes, and
+    that the artifact runs in a fresh process. Exits 0 iff there is no unexpected result and the run
+    certifies something (the plugin took part, --min-pass / --min-ops met); 1 otherwise; 2 for bad usage.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -46,15 +57,12 @@ def conform(plugin: str, precision: str | None, option_values: tuple[str, ...], 
 
     from delegate_sdk.conformance.engine import parse_option_args, run_conformance
     from delegate_sdk.conformance.report import write_all
-    from delegate_sdk.errors import DelegateSDKError
+    from delegate_sdk.errors import DelegateSDKError, UsageError
     from delegate_sdk.registry import default_registry
 
     console = Console(highlight=False)
-    try:
-        backend = default_registry().get(plugin)
-        options = parse_option_args(option_values, plugin, backend.info())
-    except DelegateSDKError as e:
-        raise click.ClickException(str(e)) from None
+    backend = default_registry().get(plugin)  # UsageError (exit 2) for an unknown plugin or a bad option
+    options = parse_option_args(option_values, plugin, backend.info())
 
     counts: Counter[str] = Counter()
     progress = Progress(TextColumn("[bold]conform[/] {task.fields[plugin]}"), BarColumn(), MofNCompleteColumn(),
@@ -74,10 +82,13 @@ def conform(plugin: str, precision: str | None, option_values: tuple[str, ...], 
         with progress:
             report = run_conformance(plugin, precision=precision, options=options, suite=suite, pattern=pattern,
                                      jobs=jobs, seed=seed, shard=shard, timeout=timeout, strict=strict,
-                                     expectations=expectations_path, bisect=not no_bisect, on_plan=on_plan,
+                                     expectations=expectations_path, bisect=not no_bisect, min_pass=min_pass,
+                                     min_ops=min_ops, runtime_checks=not skip_runtime_checks, on_plan=on_plan,
                                      on_result=on_result)
-    except (DelegateSDKError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    except DelegateSDKError:
+        raise  # the CLI group prints it as one line (exit 2 for usage errors, 1 otherwise)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     except Exception as e:  # RunAborted and friends
         raise click.ClickException(f"{type(e).__name__}: {e}") from None
 
@@ -91,7 +102,11 @@ def conform(plugin: str, precision: str | None, option_values: tuple[str, ...], 
         if by.get(o):
             summary.add_row(f"[{_STYLE.get(o, 'red')}]{o}[/]", str(by[o]))
     console.print(summary)
-    console.print(f"{len(report.ops_passed())} distinct ops pass fully delegated")
+    console.print(f"{len(report.ops_passed())} distinct ops pass every claimed sample fully delegated; "
+                  f"{len(report.ops_some_fail())} have claimed samples that fail (expected or not)", soft_wrap=True)
+    if report.expectations:
+        e = report.expectations
+        console.print(f"expectations: {e.source}, {e.entries} entries, sha256 {e.sha256[:16]}")
     unexpected = report.unexpected()
     if unexpected:
         t = Table(title=f"unexpected results ({len(unexpected)})", show_lines=False)
@@ -99,15 +114,19 @@ def conform(plugin: str, precision: str | None, option_values: tuple[str, ...], 
         t.add_column("outcome")
         t.add_column("detail", overflow="fold")
         for r in unexpected:
-            t.add_row(r.id, f"[{_STYLE.get(r.outcome, 'red')}]{r.outcome}[/]", r.detail)
+            where = f" [stage {r.stage}]" if r.stage and r.outcome in ("CRASH", "TIMEOUT") else ""
+            t.add_row(r.id, f"[{_STYLE.get(r.outcome, 'red')}]{r.outcome}[/]", r.detail + where)
         console.print(t)
+        console.print(f"rerun one: {unexpected[0].repro}", soft_wrap=True)
     else:
         console.print("[green]no unexpected results[/]")
+    for problem in report.problems():
+        console.print(f"[red]not certified:[/] {problem}", soft_wrap=True)
     if report_dir is not None:
         paths = write_all(report, report_dir)
         console.print(f"reports: {paths['json']}, {paths['md']}, {paths['junit']}")
     sys.stdout.flush()
-    raise SystemExit(1 if unexpected else 0)
+    raise SystemExit(0 if report.passed() else 1)
 
 
 def _force_progress() -> bool:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from delegate_sdk.conformance import expectations as exp
-from delegate_sdk.conformance.report import CaseResult, Report
+from delegate_sdk.conformance.report import CaseResult, ExpectationsSource, Report
 from delegate_sdk.conformance.runner import RunConfig, Unit, collect_cases, parse_shard, plan, run_units
 from delegate_sdk.errors import UsageError
+
 
 def parse_option_args(values: Sequence[str], plugin: str, info: Any = None) -> dict[str, Any]:
     """``["qnn.htp_arch=73", ...]`` -> ``{"htp_arch": "73"}`` for the plugin under test, exactly as ``lower``
@@ -35,16 +38,21 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
                     suite: str = "all", pattern: str | None = None, jobs: int | None = None, seed: int = 0,
                     shard: str | tuple[int, int] | None = None, timeout: float | None = 300.0,
                     strict: bool = False, expectations: str | Path | None = None, bisect: bool = True,
+                    min_pass: int = 1, min_ops: int = 0, runtime_checks: bool = True,
                     on_plan: Callable[[list[Unit]], None] | None = None,
                     on_result: Callable[[CaseResult], None] | None = None) -> Report:
     """Run the conformance suite for one plugin and return the report (nothing is printed or written).
 
-    ``expectations``: a path to use instead of the plugin's own ``expectations.toml``.
-    Raises :class:`~delegate_sdk.errors.UsageError` for a bad argument or an unavailable plugin.
+    ``expectations``: a path to use instead of the plugin's own ``expectations.toml``. ``min_pass`` /
+    ``min_ops``: the report does not pass with fewer passing samples / fully passing ops.
+    ``runtime_checks=False`` skips the runtime contract checks (faster numerics iteration; not a certificate).
+    Raises :class:`~delegate_sdk.errors.UsageError` for a bad argument, an unavailable plugin or a selection
+    that holds no sample.
     """
     import torch
 
     import delegate_sdk
+    from delegate_sdk.conformance.sampling import describe
     from delegate_sdk.registry import default_registry
 
     if suite not in ("ops", "models", "all"):
@@ -58,29 +66,77 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
         precision = precision or options.pop("precision")
         options.pop("precision", None)
     precision = precision or info.default_precision
-    if precision not in info.precisions:
-        raise UsageError(f"plugin {plugin!r} does not support precision {precision!r}; "
-                         f"it supports {', '.join(info.precisions)}")
+    try:
+        spec = info.precision(precision)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     shard_t = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
-    exp_path = Path(expectations) if expectations is not None else exp.locate(backend.plugin)
-    if expectations is not None and not Path(expectations).is_file():
-        raise UsageError(f"expectations file {expectations} does not exist")
-    known = exp.load(exp_path)
+    if expectations is not None:
+        if not Path(expectations).is_file():
+            raise UsageError(f"expectations file {expectations} does not exist")
+        found: exp.Found | None = exp.Found(Path(expectations).read_text(encoding="utf-8"), str(expectations))
+    else:
+        found = exp.locate(backend.plugin)
+    known = exp.parse(found.text, found.source) if found else []
     cases = collect_cases(plugin, suite)
     units = plan(cases, pattern=pattern, shard=shard_t)
+    if not units:
+        what = f"-k {pattern!r}" if pattern else f"--suite {suite}"
+        raise UsageError(f"{what}{f' --shard {shard}' if shard else ''} selects no sample of the "
+                         f"{sum(len(c.samples) for c in cases)} in the corpus: nothing to certify")
     if on_plan:
         on_plan(units)
     cfg = RunConfig(plugin=plugin, precision=precision, options=options, seed=seed,
-                    jobs=max(1, jobs or os.cpu_count() or 1), timeout=timeout, bisect=bisect, suite=suite)
+                    jobs=max(1, jobs or os.cpu_count() or 1), timeout=timeout, bisect=bisect, suite=suite,
+                    precision_spec=spec.to_json(), runtime_checks=runtime_checks)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
+    by_id = {c.id: c for c in cases}
+    base = repro_command(plugin, precision, options, seed, expectations, timeout)
 
     def finish(r: CaseResult) -> None:
-        r.outcome, r.detail = exp.apply(r.outcome, r.detail, r.id, r.case_id, precision, known)
+        r.raw_outcome = r.outcome
+        r.outcome, r.detail, r.expectation = exp.apply(r.outcome, r.detail, r.id, r.case_id, precision, known)
+        if r.outcome in exp.FAILING or r.outcome in ("XFAIL", "XPASS"):
+            case = by_id[r.case_id]
+            sample = next(s for s in case.samples if f"{case.id}/{s.label}" == r.id)
+            try:
+                r.inputs = describe(case, sample, seed, spec)
+            except Exception as e:  # a description must never cost the result
+                r.inputs = {"error": f"{type(e).__name__}: {e}"}
+            r.repro = f"{base} -k {shlex.quote('^' + re.escape(r.id) + '$')}"
         if on_result:
             on_result(r)
 
     results = run_units(cfg, cases, units, on_result=finish)
+    source = ExpectationsSource(found.source, found.sha256, len(known)) if found else None
     return Report(plugin={"name": plugin, "version": info.version, "available": bool(info.available)},
                   sdk_version=delegate_sdk.__version__, torch_version=torch.__version__, precision=precision,
-                  seed=seed, started=started, duration_s=time.perf_counter() - t0, cases=results, strict=strict)
+                  seed=seed, started=started, duration_s=time.perf_counter() - t0, cases=results, strict=strict,
+                  precision_spec=spec.to_json(), options=options, expectations=source,
+                  runtime_checks=runtime_checks, min_pass=min_pass, min_ops=min_ops,
+                  command=repro_command(plugin, precision, options, seed, expectations, timeout, jobs=jobs,
+                                        pattern=pattern, suite=suite, shard=shard))
+
+
+def repro_command(plugin: str, precision: str, options: dict[str, Any], seed: int,
+                  expectations: str | Path | None, timeout: float | None, *, jobs: int | None = 1,
+                  pattern: str | None = None, suite: str = "all", shard: Any = None) -> str:
+    """The ``delegate-sdk conform`` command line of a run (by default: one job, as a rerun of one sample)."""
+    parts = ["delegate-sdk", "conform", "--plugin", plugin, "--precision", precision]
+    for k, v in sorted(options.items()):
+        parts += ["--option", f"{plugin}.{k}={v}"]
+    parts += ["--seed", str(seed)]
+    if suite != "all":
+        parts += ["--suite", suite]
+    if shard:
+        parts += ["--shard", shard if isinstance(shard, str) else f"{shard[0]}/{shard[1]}"]
+    if expectations is not None:
+        parts += ["--expectations", str(expectations)]
+    if timeout is not None and timeout != 300.0:
+        parts += ["--timeout", f"{timeout:g}"]
+    if jobs is not None:
+        parts += ["--jobs", str(jobs)]
+    if pattern:
+        parts += ["-k", pattern]
+    return " ".join(shlex.quote(p) for p in parts)

@@ -8,6 +8,9 @@ Format::
     reason = "erfinv uses a polynomial approximation good to 1e-3"
     precision = "int8"            # optional: applies at this precision only (a list works too)
 
+A plugin ships it as package data of its own package (``delegate_sdk_mychip/expectations.toml``, listed
+under ``[tool.setuptools.package-data]``); :func:`locate` finds it there through ``importlib.resources``.
+
 A result that matches an expectation becomes XFAIL (with the reason) when its outcome is the one expected,
 XPASS when it passed. A failure of another kind than the one expected stays the failure it is (the
 expectation is named in its detail). Outcomes that are neither pass nor failure (SKIP, NOT_CLAIMED) are left
@@ -17,6 +20,8 @@ alone. The first matching entry wins.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import importlib.resources
 import inspect
 import tomllib
 from collections.abc import Sequence
@@ -101,35 +106,63 @@ def load(path: Path | str | None) -> list[Expectation]:
     return parse(p.read_text(encoding="utf-8"), p)
 
 
-def locate(plugin: Any) -> Path | None:
-    """The plugin's ``expectations.toml``: beside its package (``plugins/<name>/``), else inside it."""
+FILENAME = "expectations.toml"
+
+
+@dataclass(frozen=True)
+class Found:
+    """An expectations file: its text, and where it came from (for the report)."""
+
+    text: str
+    source: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+def locate(plugin: Any) -> Found | None:
+    """The plugin's ``expectations.toml``, shipped as package data of the plugin's own package.
+
+    The plugin's module (or, for a plugin object, its class's module) names the package; the file is looked
+    up with :mod:`importlib.resources` in that package and then in each enclosing package, so it is found the
+    same way from a source checkout, an editable install and an installed wheel (list it as package data).
+    A plugin that is a top-level module has no package, hence no expectations: a file lying beside it (in
+    site-packages, say) is never picked up.
+    """
     mod = plugin if inspect.ismodule(plugin) else inspect.getmodule(type(plugin))
-    try:
-        f = Path(inspect.getfile(mod))  # type: ignore[arg-type]
-    except (TypeError, OSError):
+    if mod is None:
         return None
-    for cand in (f.parents[1] / "expectations.toml", f.parent / "expectations.toml"):
-        if cand.is_file():
-            return cand
+    package = mod.__name__ if hasattr(mod, "__path__") else (mod.__package__ or "")
+    while package:
+        try:
+            res = importlib.resources.files(package).joinpath(FILENAME)
+            if res.is_file():
+                return Found(res.read_text(encoding="utf-8"), f"{package}/{FILENAME} ({res})")
+        except (ModuleNotFoundError, TypeError, OSError):
+            pass
+        package = package.rpartition(".")[0]
     return None
 
 
 def apply(outcome: str, detail: str, sample_id: str, case_id: str, precision: str,
-          expectations: Sequence[Expectation]) -> tuple[str, str]:
-    """The reported (outcome, detail) of a raw outcome given the expectations."""
+          expectations: Sequence[Expectation]) -> tuple[str, str, str | None]:
+    """The reported (outcome, detail) of a raw outcome given the expectations, and the reason of the entry
+    that matched (None when none did)."""
     for ex in expectations:
         if not ex.matches(sample_id, case_id, precision):
             continue
         if ex.expects(outcome):
-            return "XFAIL", f"expected {outcome}: {ex.reason}" + (f" | {detail}" if detail else "")
+            return "XFAIL", f"expected {outcome}: {ex.reason}" + (f" | {detail}" if detail else ""), ex.reason
         if outcome in PASSING:
             want = "/".join(ex.outcomes) or "a failure"
-            return "XPASS", f"expected {want} ({ex.reason}) but it passed" + (f" | {detail}" if detail else "")
+            return ("XPASS", f"expected {want} ({ex.reason}) but it passed" + (f" | {detail}" if detail else ""),
+                    ex.reason)
         if outcome in FAILING:
             want = "/".join(ex.outcomes)
-            return outcome, f"{detail} (an expectation names {want} here: {ex.reason})"
-        return outcome, detail
-    return outcome, detail
+            return outcome, f"{detail} (an expectation names {want} here: {ex.reason})", ex.reason
+        return outcome, detail, None
+    return outcome, detail, None
 
 
 def is_unexpected(outcome: str, strict: bool = False) -> bool:

@@ -15,6 +15,7 @@ is quoted in CRASH details.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import re
 import shutil
@@ -55,10 +56,14 @@ class RunConfig:
     bisect: bool = True
     suite: str = "all"
     threads_per_worker: int | None = None
+    #: what the precision means (``Precision.to_json()``); the worker judges by it, never by the name
+    precision_spec: dict[str, Any] | None = None
+    runtime_checks: bool = True
 
     def worker_dict(self, tmpdir: str) -> dict[str, Any]:
-        return {"plugin": self.plugin, "precision": self.precision, "options": dict(self.options),
-                "seed": self.seed, "bisect": self.bisect, "suite": self.suite, "tmpdir": tmpdir,
+        return {"plugin": self.plugin, "precision": self.precision, "precision_spec": self.precision_spec,
+                "options": dict(self.options), "seed": self.seed, "bisect": self.bisect, "suite": self.suite,
+                "tmpdir": tmpdir, "timeout": self.timeout, "runtime_checks": self.runtime_checks,
                 "threads": self.threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, self.jobs))}
 
 
@@ -157,13 +162,16 @@ def _worker_main(conn: Connection) -> None:
 
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING)
+    # a native crash, or the parent's SIGUSR1 before it kills a hung step, writes the Python stack to the log
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     msg = conn.recv()
     assert msg[0] == "config", msg
     cfg: dict[str, Any] = msg[1]
     import torch
 
     torch.set_num_threads(int(cfg.get("threads") or 1))
-    from delegate_sdk.conformance.pipeline import FatalRunError, GroupRunner
+    from delegate_sdk.conformance.pipeline import GroupRunner
 
     try:
         from delegate_sdk.registry import default_registry
@@ -174,8 +182,17 @@ def _worker_main(conn: Connection) -> None:
         conn.send(("fatal", f"worker could not start: {type(e).__name__}: {e}"))
         return
     conn.send(("ready",))
-    runner = GroupRunner(cfg, step=lambda label: conn.send(("step", label)),
+    runner = GroupRunner(cfg, step=lambda stage, sid=None: conn.send(("step", stage, sid)),
                          emit=lambda res: conn.send(("result", res)))
+    try:
+        _serve(conn, runner, cases)
+    finally:
+        runner.close()
+
+
+def _serve(conn: Connection, runner: Any, cases: dict[str, Case]) -> None:
+    from delegate_sdk.conformance.pipeline import FatalRunError
+
     while True:
         try:
             msg = conn.recv()
@@ -257,10 +274,11 @@ class _Worker:
                 env=env, close_fds=True)
         theirs.close()
         self.parent_conn = Connection(ours.detach())
-        self.parent_conn.send(("config", cfg))
+        self.parent_conn.send(("config", {**cfg, "log_path": str(log_path)}))
         self.ready = False
         self.unit: Unit | None = None
         self.done_ids: set[str] = set()
+        self.stage = "lower"
         self.step: str | None = None
         self.step_started = time.monotonic()
         self.started = time.monotonic()
@@ -276,10 +294,26 @@ class _Worker:
     def assign(self, unit: Unit) -> None:
         self.unit = unit
         self.done_ids = set()
-        self.step = "lower"
+        self.stage = "lower"
+        self.step = None
         self.step_started = time.monotonic()
         self.log_offset = _size(self.log_path)
         self.parent_conn.send(("unit", unit.case_id, unit.labels))
+
+    def dump_stack(self, wait: float = 1.5) -> None:
+        """Ask the worker's faulthandler for its Python stack (it goes to the log) before it is killed."""
+        if self.proc.poll() is not None:
+            return
+        size = _size(self.log_path)
+        try:
+            os.kill(self.proc.pid, signal.SIGUSR1)
+        except OSError:
+            return
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < wait:
+            time.sleep(0.05)
+            if _size(self.log_path) > size and time.monotonic() - t0 > 0.3:  # written, with time to finish
+                break
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -294,9 +328,42 @@ class _Worker:
             pass
 
 
-def _blank_result(case: Case, sid: str, outcome: str, detail: str, duration: float = 0.0) -> CaseResult:
+def _blank_result(case: Case, sid: str, outcome: str, detail: str, duration: float = 0.0, stage: str = "",
+                  stack: list[str] | None = None) -> CaseResult:
     return CaseResult(sid, case.id, case.kind, case.op, outcome, detail,
-                      tolerance={"kind": "none", "note": f"not compared ({outcome})"}, duration_s=duration)
+                      tolerance={"kind": "none", "note": f"not compared ({outcome})"}, duration_s=duration,
+                      stage=stage, stack=list(stack or []))
+
+
+#: what the worker was doing in each stage, for CRASH / TIMEOUT details
+STAGE_WORDS = {"lower": "lowering (capture, claim, compile, save)",
+               "fresh": "loading and running the artifact in a fresh process",
+               "init": "loading the artifact (init)", "threads": "calling the program from several threads",
+               "execute": "running the sample"}
+
+_FRAME = re.compile(r'^\s*File "([^"]+)", line (\d+) in (.+)$')
+
+
+def python_stack(path: Path, offset: int = 0, limit: int = 15) -> list[str]:
+    """The innermost frames (most recent first) of the last faulthandler dump in a worker log after
+    ``offset``: the thread that crashed or, for a dump on request, the main thread."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    blocks: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if "(most recent call first):" in line:
+            blocks.append((line.strip(), []))
+        elif blocks and (m := _FRAME.match(line)):
+            blocks[-1][1].append(f"{Path(m.group(1)).name}:{m.group(2)} in {m.group(3).strip()}")
+    if not blocks:
+        return []
+    current = [b for b in blocks if b[0].startswith("Current thread")]
+    frames = (current[-1] if current else blocks[-1])[1]
+    return frames[:limit]
 
 
 def run_units(cfg: RunConfig, cases: Sequence[Case], units: Sequence[Unit],
@@ -337,13 +404,17 @@ def run_units(cfg: RunConfig, cases: Sequence[Case], units: Sequence[Unit],
         left = [(lab, sid) for lab, sid in zip(u.labels, u.sample_ids) if sid not in w.done_ids]
         if not left:
             return
-        if w.step == "lower" or w.step is None:
+        stack = python_stack(w.log_path, w.log_offset)
+        if w.stage != "execute" or w.step is None:
+            what = STAGE_WORDS.get(w.stage, w.stage)
             for _, sid in left:
-                record(_blank_result(case, sid, outcome, f"{why} while lowering {u.case_id}", spent / len(left)))
+                record(_blank_result(case, sid, outcome, f"{why} while {what} ({u.case_id})", spent / len(left),
+                                     stage=w.stage, stack=stack))
             return
         cur = [(lab, sid) for lab, sid in left if sid == w.step]
         for _, sid in cur:
-            record(_blank_result(case, sid, outcome, why, spent))
+            record(_blank_result(case, sid, outcome, f"{why} while {STAGE_WORDS['execute']}", spent,
+                                 stage="execute", stack=stack))
         rest = [(lab, sid) for lab, sid in left if sid != w.step]
         if rest:
             queue.appendleft(Unit(u.case_id, [lab for lab, _ in rest], [sid for _, sid in rest]))
@@ -380,15 +451,11 @@ def run_units(cfg: RunConfig, cases: Sequence[Case], units: Sequence[Unit],
                     if kind == "ready":
                         w.ready = True
                     elif kind == "step":
-                        w.step = msg[1]
+                        w.stage, w.step = msg[1], msg[2]
                         w.step_started = time.monotonic()
                         w.log_offset = _size(w.log_path)
                     elif kind == "result":
-                        d = msg[1]
-                        d.pop("precision", None)
-                        res = CaseResult(d["id"], d["case_id"], d["kind"], d["op"], d["outcome"], d["detail"],
-                                         d["nodes_total"], d["nodes_delegated"], d["metrics"], d["tolerance"],
-                                         d["duration_s"])
+                        res = CaseResult.from_worker(msg[1])
                         w.done_ids.add(res.id)
                         record(res)
                     elif kind == "error":
@@ -423,8 +490,8 @@ def run_units(cfg: RunConfig, cases: Sequence[Case], units: Sequence[Unit],
                     raise RunAborted(f"a conformance worker did not start within {startup_timeout:.0f} s: "
                                      f"{_tail(w.log_path)}")
                 if w.ready and w.unit is not None and cfg.timeout and now - w.step_started > cfg.timeout:
-                    what = "lowering" if w.step == "lower" else "running"
-                    fail_current(w, "TIMEOUT", f"{what} took longer than --timeout {cfg.timeout:g} s")
+                    w.dump_stack()
+                    fail_current(w, "TIMEOUT", f"took longer than --timeout {cfg.timeout:g} s")
                     w.kill()
                     replace.append(w)
             for w in replace:

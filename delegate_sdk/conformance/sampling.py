@@ -48,9 +48,11 @@ def generator(seed: int, *parts: Any) -> torch.Generator:
     return g
 
 
-def edge_values(kind: str, precision: str) -> list[float]:
-    """The edge values spliced into ``edges=kind`` samples at ``precision``."""
-    if precision in ("fp16", "float16"):
+def edge_values(kind: str, precision: Any) -> list[float]:
+    """The edge values spliced into ``edges=kind`` samples at ``precision`` (a Precision or a name)."""
+    from delegate_sdk.conformance.tolerance import float_dtype
+
+    if float_dtype(precision) == torch.float16:
         large, tiny, sub = 3.0e4, 1.0e-4, 2.0e-6  # 2e-6 is subnormal in fp16
     else:
         large, tiny, sub = 1.0e30, 1.0e-30, 1.0e-40  # 1e-40 is subnormal in fp32
@@ -94,7 +96,7 @@ def _base(spec: In, g: torch.Generator) -> torch.Tensor:
     return x.to(dt)
 
 
-def _splice_edges(x: torch.Tensor, kind: str, precision: str, g: torch.Generator) -> torch.Tensor:
+def _splice_edges(x: torch.Tensor, kind: str, precision: Any, g: torch.Generator) -> torch.Tensor:
     if not x.dtype.is_floating_point or x.numel() == 0:
         return x
     vals = edge_values(kind, precision)
@@ -118,7 +120,7 @@ def noncontiguous(x: torch.Tensor) -> torch.Tensor:
     return view
 
 
-def make_inputs(sample: Sample, sid: str, seed: int, precision: str, purpose: str = "run",
+def make_inputs(sample: Sample, sid: str, seed: int, precision: Any, purpose: str = "run",
                 shapes: Sequence[tuple[int, ...]] | None = None) -> tuple[torch.Tensor, ...]:
     """The sample's input tensors (non-contiguous where the spec says so)."""
     out = []
@@ -129,7 +131,7 @@ def make_inputs(sample: Sample, sid: str, seed: int, precision: str, purpose: st
         x = _base(spec, g)
         if sample.edges:
             x = _splice_edges(x, sample.edges, precision, g)
-        if spec.noncontig and purpose == "run":
+        if spec.noncontig and purpose.startswith(("run", "thread")):  # what the program is called with
             x = noncontiguous(x)
         out.append(x)
     return tuple(out)
@@ -142,6 +144,20 @@ def export_shapes(sample: Sample) -> list[tuple[int, ...]]:
         dyn = (sample.dynamic or {}).get(i, {})
         shapes.append(tuple(s + 3 if d in dyn else s for d, s in enumerate(spec.shape)))
     return shapes
+
+
+def other_sizes(sample: Sample) -> list[list[tuple[int, ...]]]:
+    """Two more sets of input shapes for a dynamic sample, run through the program loaded for it: the export
+    sizes (each dynamic dim + 3) and each dynamic dim + 1. Static dims stay as they are."""
+    if not sample.dynamic:
+        return []
+    out = [export_shapes(sample)]
+    more = []
+    for i, spec in enumerate(sample.inputs):
+        dyn = sample.dynamic.get(i, {})
+        more.append(tuple(d + 1 if k in dyn else d for k, d in enumerate(spec.shape)))
+    out.append(more)
+    return out
 
 
 def dynamic_shapes_spec(sample: Sample, module: torch.nn.Module | None = None,
@@ -176,7 +192,7 @@ def dynamic_shapes_spec(sample: Sample, module: torch.nn.Module | None = None,
     return sc.dynamic_shapes(module, tuple(example))
 
 
-def example_inputs(sample: Sample, sid: str, seed: int, precision: str) -> tuple[torch.Tensor, ...]:
+def example_inputs(sample: Sample, sid: str, seed: int, precision: Any) -> tuple[torch.Tensor, ...]:
     """Contiguous inputs to export and lower a sample's group on."""
     if sample.dynamic:
         plain = Sample("normal", sample.inputs)
@@ -184,7 +200,7 @@ def example_inputs(sample: Sample, sid: str, seed: int, precision: str) -> tuple
     return tuple(x.contiguous() for x in make_inputs(sample, sid, seed, precision, purpose="run"))
 
 
-def calibration_inputs(case: OpCase | ModelCase, group: Sequence[Sample], seed: int, precision: str,
+def calibration_inputs(case: OpCase | ModelCase, group: Sequence[Sample], seed: int, precision: Any,
                        extra: int = 4) -> list[tuple[torch.Tensor, ...]]:
     """Calibration set for a quantized lowering of one group: drawn from the same seeded sampler.
 
@@ -216,3 +232,18 @@ def build_module(case: OpCase | ModelCase, seed: int) -> torch.nn.Module:
     if not isinstance(m, torch.nn.Module):
         raise TypeError(f"case {case.id}: module factory returned {type(m).__name__}, not torch.nn.Module")
     return m.eval()
+
+
+def describe(case: OpCase | ModelCase, sample: Sample, seed: int, precision: Any) -> dict[str, Any]:
+    """What a sample's inputs are, for a failure report: each tensor's shape, dtype, strides, and the edge
+    values spliced in and the dynamic dims, when there are."""
+    xs = make_inputs(sample, sample_id(case, sample), seed, precision)
+    out: dict[str, Any] = {"tensors": [{"shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch."),
+                                        "strides": list(x.stride()), "contiguous": x.is_contiguous()}
+                                       for x in xs]}
+    if sample.edges:
+        out["edges"] = {"kind": sample.edges, "values": [repr(v) for v in edge_values(sample.edges, precision)]}
+    if sample.dynamic:
+        out["dynamic"] = {str(i): {str(d): n for d, n in dims.items()} for i, dims in sample.dynamic.items()}
+        out["export_shapes"] = [list(s) for s in export_shapes(sample)]
+    return out

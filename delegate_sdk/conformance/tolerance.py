@@ -3,8 +3,12 @@
 A delegate is compared with eager PyTorch (fp32, on CPU) on the same inputs. The policy depends on the
 precision the plugin was lowered at and on the kind of case.
 
-Float precisions (``fp32``, ``fp16``, ``bf16``; an unknown float precision is judged as fp32)
----------------------------------------------------------------------------------------------
+Every precision is a :class:`delegate_sdk.types.Precision` (the core vocabulary, or a plugin's own
+declaration in ``BackendInfo.precision_specs``): the policy follows its kind, float dtype and bit widths,
+never the spelling of its name; an unknown name is refused before anything is judged.
+
+Float precisions (kind ``float``: ``fp32``, ``fp16``, ``bf16``, judged by the dtype they compute in)
+---------------------------------------------------------------------------------------------------
 Per output element, with ``e`` the eager value and ``d`` the delegate's::
 
     |d - e| <= atol + rtol * |e|
@@ -29,8 +33,8 @@ Per output element, with ``e`` the eager value and ``d`` the delegate's::
   the *precision's* dtype at the larger of |eager value| and rms(eager): the same magnitude the band is
   relative to, so a near-zero result of a cancellation does not read as millions of ULP), ``sqnr_db``.
 
-Quantized precisions (``int8``, ``a16w8``, ``int16``, ``a8w4``, ``int4``, ...)
--------------------------------------------------------------------------------
+Quantized precisions (kind ``quantized``: ``int8``, ``a16w8``, ``int16``, ``a8w4``, ``int4``, ...)
+-----------------------------------------------------------------------------------------------
 Errors are measured in output quantization steps (LSB) using the output scale the plugin reports
 for the partition output (``CompiledDelegate.output_quant``). Edge-value samples are not run.
 
@@ -42,14 +46,18 @@ for the partition output (``CompiledDelegate.output_quant``). Edge-value samples
 - Without a reference, for 8-bit (or narrower) outputs: ``max |d-e|/s <= QUANT_NOREF_LSB * cond *
   (1 + log2 K)`` (2 LSB for an elementwise op: output rounding plus the input quantization carried
   through the op; accumulation widens it); for wider outputs (a16w8, int16) the output step is far
-  finer than the weights' and LSB counts say little, so the output must reach ``SQNR_MIN_DB[p]``.
+  finer than the weights' and LSB counts say little, so the output must reach ``sqnr_floor(p)``.
 - An output that is not a partition output (computed eagerly after the delegate) or has no reported
-  scale is judged by ``SQNR_MIN_DB[p]``.
+  scale is judged by ``sqnr_floor(p)``.
+- Bool and integer outputs (comparisons, argmax, topk indices) of a partition with a reference must equal
+  the *reference* exactly: quantization itself flips a comparison whose operands lie within a step of each
+  other, and breaks ties, so eager PyTorch is the wrong yardstick there. Without a reference they must
+  equal eager.
 - Reported metrics: ``max_abs_err``, ``max_lsb`` (vs eager), ``sqnr_db``.
 
 Model cases
 -----------
-Every float output must reach ``SQNR_MIN_DB[p]`` (signal = eager output, noise = delegate - eager),
+Every float output must reach ``sqnr_floor(p)`` (signal = eager output, noise = delegate - eager),
 non-finite values must agree as above, integer outputs must be equal. SQNR is reported capped at
 +/-``SQNR_CAP_DB`` (999 means bit-exact).
 """
@@ -63,32 +71,48 @@ from typing import Any
 
 import torch
 
-#: relative tolerance per float precision (before sqrt(K) and cond)
-RTOL: dict[str, float] = {"fp32": 1e-5, "fp16": 2e-3, "bf16": 1.6e-2}
-#: the dtype each float precision computes in
-FLOAT_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-#: minimum SQNR (dB) for model cases, and for quantized outputs judged without LSB
-SQNR_MIN_DB: dict[str, float] = {
-    "fp32": 60.0, "fp16": 30.0, "bf16": 20.0,
-    "int16": 25.0, "a16w8": 20.0, "int8": 12.0, "a8w4": 8.0, "int4": 6.0,
-}
-SQNR_DEFAULT_QUANT_DB = 10.0  # an unknown quantized precision
+from delegate_sdk.types import Precision, resolve_precision
+
+#: relative tolerance per float dtype (before sqrt(K) and cond)
+RTOL: dict[str, float] = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
+_TORCH_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16,
+                                         "bfloat16": torch.bfloat16}
+#: minimum SQNR (dB) for model cases at a float precision, by dtype
+FLOAT_SQNR_MIN_DB: dict[str, float] = {"float32": 60.0, "float16": 30.0, "bfloat16": 20.0}
+#: minimum SQNR (dB) for model cases, and for quantized outputs judged without LSB, by (activation, weight) bits;
+#: other widths get 1.5 dB per bit of the narrower of the two
+QUANT_SQNR_MIN_DB: dict[tuple[int, int], float] = {(16, 16): 25.0, (16, 8): 20.0, (8, 8): 12.0, (8, 4): 8.0,
+                                                   (4, 4): 6.0}
 QUANT_MAX_EXCESS_LSB = 1.0
 QUANT_MAX_BIAS_LSB = 0.5
 QUANT_NOREF_LSB = 2.0
 SQNR_CAP_DB = 999.0
 
-_QUANT_BITS = {"int8": 8, "a8w4": 8, "int4": 4, "int16": 16, "a16w8": 16}
+PrecisionLike = Precision | str
 
 
-def is_quantized(precision: str) -> bool:
-    from delegate_sdk.types import is_quantized as _q
+def as_precision(precision: PrecisionLike) -> Precision:
+    """A Precision; a bare name is looked up in the core vocabulary (ValueError if it is not there)."""
+    return precision if isinstance(precision, Precision) else resolve_precision(precision)
 
-    return _q(precision)
+
+def is_quantized(precision: PrecisionLike) -> bool:
+    return as_precision(precision).quantized
 
 
-def float_precision(precision: str) -> str:
-    return precision if precision in FLOAT_DTYPES else "fp32"
+def float_dtype(precision: PrecisionLike) -> torch.dtype:
+    """The dtype a float precision is judged in (fp32 for a quantized one: its float parts are fp32)."""
+    p = as_precision(precision)
+    return _TORCH_DTYPES[p.dtype] if p.kind == "float" else torch.float32
+
+
+def sqnr_floor(precision: PrecisionLike) -> float:
+    """The SQNR (dB) a model output must reach at ``precision``."""
+    p = as_precision(precision)
+    if p.kind == "float":
+        return FLOAT_SQNR_MIN_DB[p.dtype]
+    bits = (p.activation_bits, p.weight_bits)
+    return QUANT_SQNR_MIN_DB.get(bits, 1.5 * min(bits))
 
 
 @dataclass
@@ -144,31 +168,32 @@ def _round(v: float | None, n: int = 6) -> float | None:
 # ----------------------------------------------------------------------------- floats
 
 
-def float_tolerance(precision: str, reduction: int = 1, cond: float = 1.0) -> dict[str, Any]:
-    p = float_precision(precision)
-    dt = FLOAT_DTYPES[p]
-    c = cond if p != "fp32" else 1.0
+def float_tolerance(precision: PrecisionLike, reduction: int = 1, cond: float = 1.0) -> dict[str, Any]:
+    prec = as_precision(precision)
+    dt = float_dtype(prec)
+    p = str(dt).removeprefix("torch.")
+    c = cond if dt != torch.float32 else 1.0
     rtol = RTOL[p] * c * math.sqrt(max(1, reduction))
-    return {"kind": "float", "precision": precision, "judged_as": p, "rtol": _round(rtol),
+    return {"kind": "float", "precision": prec.name, "judged_as": p, "rtol": _round(rtol),
             "atol": f"rtol*rms(expected) + {torch.finfo(dt).tiny:.3g}*sqrt(K)",
             "rtol_ulp": _round(rtol / torch.finfo(dt).eps, 4), "reduction_len": int(reduction),
             "cond": c, "nonfinite": "exact"}
 
 
-def _compare_float(e: torch.Tensor, d: torch.Tensor, precision: str, reduction: int,
+def _compare_float(e: torch.Tensor, d: torch.Tensor, precision: PrecisionLike, reduction: int,
                    cond: float) -> tuple[int, str, dict[str, Any]]:
     """Returns (number of bad elements, description of the worst, metrics)."""
-    p = float_precision(precision)
-    dt = FLOAT_DTYPES[p]
+    dt = float_dtype(precision)
+    p = str(dt).removeprefix("torch.")
     fi = torch.finfo(dt)
-    c = cond if p != "fp32" else 1.0
+    c = cond if dt != torch.float32 else 1.0
     rtol = RTOL[p] * c * math.sqrt(max(1, reduction))
     e64, d64 = e.detach().double().reshape(-1), d.detach().double().reshape(-1)
     e_nan, d_nan = torch.isnan(e64), torch.isnan(d64)
     e_inf = torch.isinf(e64)
     e_fin, d_fin = torch.isfinite(e64), torch.isfinite(d64)
     # beyond the precision's range (reduced precisions only): same-signed infinity or saturation accepted
-    beyond = e_fin & (e64.abs() > fi.max) if p != "fp32" else torch.zeros_like(e_fin)
+    beyond = e_fin & (e64.abs() > fi.max) if dt != torch.float32 else torch.zeros_like(e_fin)
     ok_beyond = beyond & (torch.sign(d64) == torch.sign(e64)) & (d64.abs() >= fi.max * (1 - fi.eps))
     normal = e_fin & ~beyond
     both = normal & d_fin
@@ -208,32 +233,33 @@ def _unravel(idx: int, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
-def _compare_exact(e: torch.Tensor, d: torch.Tensor) -> tuple[int, str]:
+def _compare_exact(e: torch.Tensor, d: torch.Tensor, against: str = "expected") -> tuple[int, str]:
     bad = (e.reshape(-1) != d.reshape(-1))
     n = int(bad.sum())
     if not n:
         return 0, ""
     i = int(torch.nonzero(bad)[0])
-    return n, (f"{n}/{e.numel()} elements differ; first at {_unravel(i, tuple(e.shape))}: expected "
+    return n, (f"{n}/{e.numel()} elements differ; first at {_unravel(i, tuple(e.shape))}: {against} "
                f"{e.reshape(-1)[i].item()}, got {d.reshape(-1)[i].item()}")
 
 
 # ----------------------------------------------------------------------------- quantized
 
 
-def quant_tolerance(precision: str, reduction: int, cond: float, scale: float | None, bits: int,
+def quant_tolerance(precision: PrecisionLike, reduction: int, cond: float, scale: float | None, bits: int,
                     has_reference: bool) -> dict[str, Any]:
-    t: dict[str, Any] = {"kind": "quant", "precision": precision, "scale": _round(scale), "bits": bits,
+    prec = as_precision(precision)
+    t: dict[str, Any] = {"kind": "quant", "precision": prec.name, "scale": _round(scale), "bits": bits,
                          "reduction_len": int(reduction), "reference": has_reference}
     if scale is None:
-        t.update(kind="sqnr", min_sqnr_db=SQNR_MIN_DB.get(precision, SQNR_DEFAULT_QUANT_DB),
+        t.update(kind="sqnr", min_sqnr_db=sqnr_floor(prec),
                  note="no output scale for this output: judged by SQNR")
     elif has_reference:
         t.update(max_excess_lsb=QUANT_MAX_EXCESS_LSB, max_bias_lsb=QUANT_MAX_BIAS_LSB)
     elif bits <= 8:
         t.update(max_lsb=_round(QUANT_NOREF_LSB * cond * (1 + math.log2(max(1, reduction))), 4))
     else:
-        t.update(kind="sqnr", min_sqnr_db=SQNR_MIN_DB.get(precision, SQNR_DEFAULT_QUANT_DB),
+        t.update(kind="sqnr", min_sqnr_db=sqnr_floor(prec),
                  note=f"{bits}-bit output without a reference: judged by SQNR")
     return t
 
@@ -294,7 +320,7 @@ class OutputQuant:
     reference: torch.Tensor | None = None
 
 
-def judge_op(precision: str, expected: Sequence[torch.Tensor], actual: Sequence[torch.Tensor], *,
+def judge_op(precision: PrecisionLike, expected: Sequence[torch.Tensor], actual: Sequence[torch.Tensor], *,
              reduction: int = 1, cond: float = 1.0,
              quant: Sequence[OutputQuant | None] | None = None) -> Verdict:
     """Judge one op sample; ``expected``/``actual`` are the flat outputs (already checked for count,
@@ -307,8 +333,18 @@ def judge_op(precision: str, expected: Sequence[torch.Tensor], actual: Sequence[
     for k, (e, d) in enumerate(zip(expected, actual)):
         tag = f"output {k}: " if len(expected) > 1 else ""
         if not e.dtype.is_floating_point:
-            n, msg = _compare_exact(e, d)
-            tols.append({"kind": "exact", "dtype": str(e.dtype).removeprefix("torch.")})
+            q = quant[k] if quantized and quant is not None and k < len(quant) else None
+            ref = q.reference if q is not None else None
+            if ref is not None and ref.shape == d.shape and ref.dtype == d.dtype:
+                # a bool or index result of quantized inputs (a comparison, argmax) flips wherever quantization
+                # moves a value across the threshold or breaks a tie; that is quantization's doing, judged by the
+                # plugin's reference, and the backend must match the reference exactly
+                n, msg = _compare_exact(ref, d, against="the reference gives")
+                tols.append({"kind": "exact", "dtype": str(e.dtype).removeprefix("torch."), "against": "reference",
+                             "reference_differs_from_eager": int((ref.reshape(-1) != e.reshape(-1)).sum())})
+            else:
+                n, msg = _compare_exact(e, d)
+                tols.append({"kind": "exact", "dtype": str(e.dtype).removeprefix("torch.")})
             if n:
                 problems.append(tag + msg)
             continue
@@ -330,10 +366,12 @@ def judge_op(precision: str, expected: Sequence[torch.Tensor], actual: Sequence[
     return Verdict(not problems, "; ".join(problems), worst_metrics, tolerance)
 
 
-def judge_model(precision: str, expected: Sequence[torch.Tensor], actual: Sequence[torch.Tensor]) -> Verdict:
+def judge_model(precision: PrecisionLike, expected: Sequence[torch.Tensor],
+                actual: Sequence[torch.Tensor]) -> Verdict:
     """Judge one model sample by SQNR per output (non-finite agreement and exact integers too)."""
-    quantized = is_quantized(precision)
-    thr = SQNR_MIN_DB.get(precision, SQNR_DEFAULT_QUANT_DB if quantized else SQNR_MIN_DB["fp32"])
+    precision = as_precision(precision)
+    quantized = precision.quantized
+    thr = sqnr_floor(precision)
     metrics: dict[str, Any] = {"max_abs_err": None, ("max_lsb" if quantized else "max_ulp"): None,
                                "sqnr_db": None}
     problems: list[str] = []
@@ -356,14 +394,14 @@ def judge_model(precision: str, expected: Sequence[torch.Tensor], actual: Sequen
         err = float((d64 - e64)[both].abs().max()) if bool(both.any()) else 0.0
         m: dict[str, Any] = {"max_abs_err": _round(err), "sqnr_db": _round(s, 4)}
         if not quantized and bool(both.any()):
-            dt = FLOAT_DTYPES[float_precision(precision)]
+            dt = float_dtype(precision)
             rms = float(e64[both].pow(2).mean().sqrt())
             mag = torch.clamp(e64[both].abs(), min=rms)
             m["max_ulp"] = _round(float(((d64 - e64)[both].abs() / ulp(mag, dt)).max()), 4)
         _merge(metrics, m)
         if s is not None and s < thr:
             problems.append(tag + f"SQNR {s:.1f} dB < {thr} dB (max abs err {err:.3g})")
-    tol = {"kind": "sqnr", "precision": precision, "min_sqnr_db": thr,
+    tol = {"kind": "sqnr", "precision": precision.name, "min_sqnr_db": thr,
            "per_output_sqnr_db": [_round(x, 4) for x in sq], "nonfinite": "exact", "integers": "exact"}
     return Verdict(not problems, "; ".join(problems), metrics, tol)
 

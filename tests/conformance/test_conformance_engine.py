@@ -17,7 +17,7 @@ from delegate_sdk.conformance import expectations as exp
 from delegate_sdk.conformance import sampling, tolerance
 from delegate_sdk.conformance.cases import In, OpCase, Sample, sample_id
 from delegate_sdk.conformance.corpus import builtin_cases, load_corpus
-from delegate_sdk.conformance.report import SCHEMA, CaseResult, Report, write_all
+from delegate_sdk.conformance.report import SCHEMA, CaseResult, ExpectationsSource, Report, write_all
 from delegate_sdk.conformance.runner import parse_shard, plan
 from delegate_sdk.errors import UsageError
 
@@ -258,8 +258,9 @@ def test_expectations_apply():
     ex = exp.parse(EXP)
     assert exp.apply("FAIL_MISMATCH", "d", "op/log/edge", "op/log", "fp32", ex)[0] == "XFAIL"
     assert exp.apply("PASS", "", "op/log/edge", "op/log", "fp32", ex)[0] == "XPASS"
-    out, detail = exp.apply("CRASH", "boom", "op/log/edge", "op/log", "fp32", ex)
-    assert out == "CRASH" and "expectation" in detail
+    out, detail, reason = exp.apply("CRASH", "boom", "op/log/edge", "op/log", "fp32", ex)
+    assert out == "CRASH" and "expectation" in detail and reason == "NaN is not representable on this NPU"
+    assert exp.apply("PASS", "", "op/add/normal", "op/add", "fp32", ex)[2] is None
     assert exp.apply("SKIP", "", "op/log/edge", "op/log", "fp32", ex)[0] == "SKIP"
     assert exp.apply("FAIL_RUN", "", "op/conv2d/normal", "op/conv2d", "int8", ex)[0] == "XFAIL"
     assert exp.apply("FAIL_RUN", "", "op/conv2d/normal", "op/conv2d", "fp32", ex)[0] == "FAIL_RUN"
@@ -279,17 +280,35 @@ def test_expectations_errors(text):
         exp.parse(text)
 
 
-def test_expectations_locate(tmp_path):
-    pkg = tmp_path / "plugins" / "foo" / "delegate_sdk_foo"
-    pkg.mkdir(parents=True)
-    (pkg / "plugin.py").write_text("x = 1\n")
-    (tmp_path / "plugins" / "foo" / "expectations.toml").write_text(EXP)
-    import importlib.util
+def _import_from(monkeypatch, root, name):
+    import importlib
 
-    spec = importlib.util.spec_from_file_location("dsdk_tmp_plugin_mod", pkg / "plugin.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert exp.locate(mod) == tmp_path / "plugins" / "foo" / "expectations.toml"
+    monkeypatch.syspath_prepend(str(root))
+    return importlib.import_module(name)
+
+
+def test_expectations_are_package_data_of_the_plugin_s_own_package(tmp_path, monkeypatch):
+    pkg = tmp_path / "site" / "dsdk_tmp_exp_pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "plugin.py").write_text("x = 1\n")
+    (pkg / "expectations.toml").write_text(EXP)
+    found = exp.locate(_import_from(monkeypatch, tmp_path / "site", "dsdk_tmp_exp_pkg.plugin"))
+    assert found is not None and found.text == EXP and "dsdk_tmp_exp_pkg/expectations.toml" in found.source
+    assert len(found.sha256) == 64 and len(exp.parse(found.text)) == 2
+
+
+def test_a_stray_expectations_file_beside_a_plugin_is_never_applied(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "expectations.toml").write_text(EXP)  # at the "site-packages" root
+    (site / "dsdk_tmp_toplevel_plugin.py").write_text("x = 1\n")
+    assert exp.locate(_import_from(monkeypatch, site, "dsdk_tmp_toplevel_plugin")) is None
+    out = site / "dsdk_tmp_pkg_without" / "plugin.py"
+    out.parent.mkdir()
+    (out.parent / "__init__.py").write_text("")
+    out.write_text("x = 1\n")
+    assert exp.locate(_import_from(monkeypatch, site, "dsdk_tmp_pkg_without.plugin")) is None
 
 
 # ----------------------------------------------------------------------------- plan / shard
@@ -335,45 +354,83 @@ def test_option_parsing():
 # ----------------------------------------------------------------------------- reports
 
 
-def _report(strict: bool = False) -> Report:
+def _report(strict: bool = False, **kw) -> Report:
     cases = [
         CaseResult("op/add/normal", "op/add", "op", "aten.add.Tensor", "PASS", "", 1, 1,
                    {"max_abs_err": 0.0, "max_ulp": 0.0, "sqnr_db": 999.0}, {"kind": "float", "rtol": 1e-5}, 0.5),
+        CaseResult("op/log/normal", "op/log", "op", "aten.log.default", "PASS", "", 1, 1,
+                   {"max_abs_err": 0.0, "max_ulp": 0.0, "sqnr_db": 999.0}, {"kind": "float"}, 0.25),
         CaseResult("op/log/edge", "op/log", "op", "aten.log.default", "FAIL_MISMATCH", "expected nan, got 0 | x",
-                   1, 1, {"max_abs_err": float("nan"), "max_ulp": 1.0, "sqnr_db": None}, {"kind": "float"}, 0.25),
+                   1, 1, {"max_abs_err": float("nan"), "max_ulp": 1.0, "sqnr_db": None}, {"kind": "float"}, 0.25,
+                   stage="execute", inputs={"tensors": [{"shape": [4, 16], "dtype": "float32", "strides": [32, 2],
+                                                         "contiguous": False}],
+                                            "edges": {"kind": "all", "values": ["nan", "inf"]}},
+                   repro="delegate-sdk conform --plugin p -k '^op/log/edge$'"),
+        CaseResult("op/relu/normal", "op/relu", "op", "aten.relu.default", "NOT_CLAIMED", "no node", 1, 0),
         CaseResult("model/mlp/normal", "model/mlp", "model", None, "XPASS", "expected ...", 9, 9,
-                   {"max_abs_err": 0.0, "max_ulp": 0.0, "sqnr_db": 140.0}, {"kind": "sqnr"}, 1.0),
+                   {"max_abs_err": 0.0, "max_ulp": 0.0, "sqnr_db": 140.0}, {"kind": "sqnr"}, 1.0,
+                   raw_outcome="PASS", expectation="flaky"),
     ]
     return Report({"name": "p", "version": "1", "available": True}, "0.1.0", torch.__version__, "fp32", 0,
-                  "2026-01-01T00:00:00+00:00", 2.0, cases, strict=strict)
+                  "2026-01-01T00:00:00+00:00", 2.0, cases, strict=strict,
+                  expectations=ExpectationsSource("p_pkg/expectations.toml", "ab" * 32, 3), **kw)
 
 
 def test_report_json_schema_exactly(tmp_path):
     paths = write_all(_report(), tmp_path)
     d = json.loads(paths["json"].read_text())
-    assert d["schema"] == SCHEMA == "delegate-sdk/conformance-report/v1"
-    assert set(d) == {"schema", "plugin", "sdk_version", "torch_version", "precision", "seed", "started",
-                      "duration_s", "summary", "cases"}
+    assert d["schema"] == SCHEMA == "delegate-sdk/conformance-report/v2"
+    assert set(d) == {"schema", "plugin", "sdk_version", "torch_version", "precision", "precision_spec", "options",
+                      "seed", "started", "duration_s", "command", "runtime_checks", "expectations", "requirements",
+                      "verdict", "summary", "cases"}
     assert set(d["plugin"]) == {"name", "version", "available"}
-    # a failing op and a model case never count as ops that pass fully delegated
-    assert d["summary"] == {"total": 3, "by_outcome": {"PASS": 1, "XPASS": 1, "FAIL_MISMATCH": 1},
-                            "ops_passed_fully_delegated": ["aten.add.Tensor"]}
+    assert d["expectations"] == {"source": "p_pkg/expectations.toml", "sha256": "ab" * 32, "entries": 3}
+    # an op counts as passing only when every claimed sample of it passes: log fails at its edge sample;
+    # a sample the plugin did not take (relu) and a model case never count
+    assert d["summary"] == {"total": 5, "by_outcome": {"PASS": 2, "NOT_CLAIMED": 1, "XPASS": 1, "FAIL_MISMATCH": 1},
+                            "passed_samples": 3, "ops_passed_fully_delegated": ["aten.add.Tensor"],
+                            "ops_some_samples_fail": ["aten.log.default"], "ops_pass_partially_delegated": []}
+    assert d["verdict"] == {"passed": False, "unexpected": 1, "problems": []}
     for c in d["cases"]:
-        assert set(c) == {"id", "kind", "op", "outcome", "detail", "nodes_total", "nodes_delegated", "metrics",
-                          "tolerance", "duration_s"}
+        assert set(c) == {"id", "kind", "op", "outcome", "raw_outcome", "expectation", "detail", "stage",
+                          "nodes_total", "nodes_delegated", "metrics", "tolerance", "checks", "inputs", "repro",
+                          "stack", "duration_s"}
         assert c["kind"] in ("op", "model")
         assert "max_abs_err" in c["metrics"] and "sqnr_db" in c["metrics"]
-        assert ("max_ulp" in c["metrics"]) != ("max_lsb" in c["metrics"])
-    assert d["cases"][1]["metrics"]["max_abs_err"] is None  # NaN never reaches the JSON
+    assert d["cases"][2]["metrics"]["max_abs_err"] is None  # NaN never reaches the JSON
+    assert d["cases"][4]["raw_outcome"] == "PASS" and d["cases"][4]["expectation"] == "flaky"
+
+
+def test_a_report_that_certifies_nothing_does_not_pass():
+    rep = _report()
+    rep.cases = [c for c in rep.cases if c.outcome in ("PASS", "NOT_CLAIMED")]
+    assert rep.passed()
+    rep.min_pass, rep.min_ops = 3, 3
+    assert not rep.passed()
+    assert rep.problems() == ["2 sample(s) passed, fewer than the 3 required (--min-pass)",
+                              "2 distinct op(s) pass every claimed sample fully delegated, fewer than the 3 "
+                              "required (--min-ops)"]
+    nothing = _report(min_pass=0)
+    nothing.cases = [c for c in nothing.cases if c.outcome == "NOT_CLAIMED"]
+    assert not nothing.passed() and "took no node" in nothing.problems()[0]
+    nothing.cases = []
+    assert not nothing.passed() and "no sample was selected" in nothing.problems()[0]
+    unchecked = _report(runtime_checks=False)
+    unchecked.cases = unchecked.cases[:2]
+    assert not unchecked.passed() and "not a certificate" in unchecked.problems()[0]
 
 
 def test_report_markdown_and_junit(tmp_path):
     paths = write_all(_report(strict=True), tmp_path)
     md = paths["md"].read_text()
-    assert "## Unexpected results (2)" in md and "`op/log/edge`" in md and "\\|" in md
+    assert "## Unexpected results (2)" in md and "`op/log/edge`" in md
+    assert "- inputs: float32[4, 16] strides (32, 2); edge values (all): nan, inf" in md
+    assert "- reproduce: `delegate-sdk conform --plugin p -k '^op/log/edge$'`" in md
+    assert "Expectations: p_pkg/expectations.toml (3 entries" in md and "**NOT PASSED**" in md
     root = ET.parse(paths["junit"]).getroot()
     suite = root.find("testsuite")
-    assert suite.get("tests") == "3" and suite.get("failures") == "2"
+    assert suite.get("tests") == "5" and suite.get("failures") == "2"
     names = {tc.get("name"): tc for tc in suite.iter("testcase")}
-    assert names["op/log/edge"].find("failure").get("type") == "FAIL_MISMATCH"
+    failure = names["op/log/edge"].find("failure")
+    assert failure.get("type") == "FAIL_MISMATCH" and "^op/log/edge$" in failure.text
     assert names["op/add/normal"].find("failure") is None
