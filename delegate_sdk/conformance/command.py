@@ -36,13 +36,18 @@ _STYLE = {"PASS": "green", "PASS_PARTIAL": "green", "XFAIL": "yellow", "XPASS": 
               help="Fail unless at least this many samples pass.")
 @click.option("--min-ops", type=click.IntRange(min=0), default=0, show_default=True,
               help="Fail unless at least this many distinct ops pass every claimed sample fully delegated.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where the workers run: local processes (--jobs of them), or a Ray cluster (pip install "
+                   "'delegate-sdk[ray]'; --jobs defaults to the cluster's CPUs).")
+@click.option("--address", metavar="ADDR", help="The Ray cluster (e.g. ray://head:10001 or auto); default: a "
+                                                "Ray instance started for this run.")
 @click.option("--skip-runtime-checks", is_flag=True,
               help="Skip the runtime contract checks (second call, input mutation, threads, more sizes, fresh "
                    "process): faster numerics iteration, never a certificate (exits 1).")
 def conform(plugin: str, precision: str | None, option_values: tuple[str, ...], suite: str, pattern: str | None,
             jobs: int | None, report_dir: Path | None, seed: int, shard: str | None, timeout: float, strict: bool,
-            expectations_path: Path | None, no_bisect: bool, min_pass: int, min_ops: int,
-            skip_runtime_checks: bool) -> None:
+            expectations_path: Path | None, no_bisect: bool, min_pass: int, min_ops: int, executor: str,
+            address: str | None, skip_runtime_checks: bool) -> None:
     """Check that a plugin is faithful to eager PyTorch and keeps the runtime contract.
 
     Runs the op and model corpus (plus the plugin's own cases) through lower -> save -> load -> run in
@@ -83,8 +88,8 @@ def conform(plugin: str, precision: str | None, option_values: tuple[str, ...], 
             report = run_conformance(plugin, precision=precision, options=options, suite=suite, pattern=pattern,
                                      jobs=jobs, seed=seed, shard=shard, timeout=timeout, strict=strict,
                                      expectations=expectations_path, bisect=not no_bisect, min_pass=min_pass,
-                                     min_ops=min_ops, runtime_checks=not skip_runtime_checks, on_plan=on_plan,
-                                     on_result=on_result)
+                                     min_ops=min_ops, runtime_checks=not skip_runtime_checks, executor=executor,
+                                     address=address, on_plan=on_plan, on_result=on_result)
     except DelegateSDKError:
         raise  # the CLI group prints it as one line (exit 2 for usage errors, 1 otherwise)
     except ValueError as e:
@@ -94,6 +99,10 @@ def conform(plugin: str, precision: str | None, option_values: tuple[str, ...], 
 
     console.print(f"[bold]{plugin}[/] {report.plugin.get('version')} at {report.precision}: "
                   f"{len(report.cases)} samples in {report.duration_s:.1f} s (seed {report.seed})")
+    if report.executor.get("kind") == "ray":
+        for place, st in sorted(report.executor.get("where", {}).items()):
+            console.print(f"  {place}: {st['workers']} worker(s), {st['units']} units, {st['busy_s']:.0f} s busy",
+                          soft_wrap=True)
     summary = Table(title="outcomes")
     summary.add_column("outcome")
     summary.add_column("count", justify="right")

@@ -39,6 +39,7 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
                     shard: str | tuple[int, int] | None = None, timeout: float | None = 300.0,
                     strict: bool = False, expectations: str | Path | None = None, bisect: bool = True,
                     min_pass: int = 1, min_ops: int = 0, runtime_checks: bool = True,
+                    executor: str = "local", address: str | None = None,
                     on_plan: Callable[[list[Unit]], None] | None = None,
                     on_result: Callable[[CaseResult], None] | None = None) -> Report:
     """Run the conformance suite for one plugin and return the report (nothing is printed or written).
@@ -46,6 +47,8 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
     ``expectations``: a path to use instead of the plugin's own ``expectations.toml``. ``min_pass`` /
     ``min_ops``: the report does not pass with fewer passing samples / fully passing ops.
     ``runtime_checks=False`` skips the runtime contract checks (faster numerics iteration; not a certificate).
+    ``executor``: ``"local"`` worker processes (``jobs`` of them), or ``"ray"``: workers on the Ray cluster at
+    ``address`` (a local Ray instance when None; ``jobs`` defaults to the cluster's CPU count).
     Raises :class:`~delegate_sdk.errors.UsageError` for a bad argument, an unavailable plugin or a selection
     that holds no sample.
     """
@@ -57,6 +60,10 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
 
     if suite not in ("ops", "models", "all"):
         raise UsageError(f"--suite must be ops, models or all, not {suite!r}")
+    if executor not in ("local", "ray"):
+        raise UsageError(f"--executor must be local or ray, not {executor!r}")
+    if address and executor != "ray":
+        raise UsageError("--address is the Ray cluster to run on: give it with --executor ray")
     backend = default_registry().get(plugin)
     info = backend.info()
     if not info.available:
@@ -87,8 +94,9 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
     if on_plan:
         on_plan(units)
     cfg = RunConfig(plugin=plugin, precision=precision, options=options, seed=seed,
-                    jobs=max(1, jobs or os.cpu_count() or 1), timeout=timeout, bisect=bisect, suite=suite,
-                    precision_spec=spec.to_json(), runtime_checks=runtime_checks)
+                    jobs=jobs if executor == "ray" else max(1, jobs or os.cpu_count() or 1), timeout=timeout,
+                    bisect=bisect, suite=suite, precision_spec=spec.to_json(), runtime_checks=runtime_checks,
+                    executor=executor, address=address)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     by_id = {c.id: c for c in cases}
@@ -108,13 +116,14 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
         if on_result:
             on_result(r)
 
-    results = run_units(cfg, cases, units, on_result=finish)
+    where: dict[str, Any] = {}
+    results = run_units(cfg, cases, units, on_result=finish, stats=where)
     source = ExpectationsSource(found.source, found.sha256, len(known)) if found else None
     return Report(plugin={"name": plugin, "version": info.version, "available": bool(info.available)},
                   sdk_version=delegate_sdk.__version__, torch_version=torch.__version__, precision=precision,
                   seed=seed, started=started, duration_s=time.perf_counter() - t0, cases=results, strict=strict,
                   precision_spec=spec.to_json(), options=options, expectations=source,
-                  runtime_checks=runtime_checks, min_pass=min_pass, min_ops=min_ops,
+                  runtime_checks=runtime_checks, min_pass=min_pass, min_ops=min_ops, executor=where,
                   command=repro_command(plugin, precision, options, seed, expectations, timeout, jobs=jobs,
                                         pattern=pattern, suite=suite, shard=shard))
 

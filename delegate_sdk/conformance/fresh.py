@@ -51,7 +51,8 @@ class FreshResult:
     foreign_files: list[str] = field(default_factory=list)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when the process that started it exits."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -94,7 +95,7 @@ def _child(job: Path, artifact: str, inputs_path: str, out_path: str) -> None:
     """Body of one forked child: never returns."""
     code = 0
     try:
-        _die_with_parent()
+        die_with_parent()
         import torch
         import torch.utils._pytree as pytree
 
@@ -180,7 +181,7 @@ def _wait(pid: int, timeout: float) -> tuple[str, int]:
 def _zygote(conn: Connection) -> None:
     import faulthandler
 
-    _die_with_parent()
+    die_with_parent()
     faulthandler.enable(file=sys.stderr, all_threads=True)  # inherited by every child
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     msg = conn.recv()

@@ -360,7 +360,7 @@ class GroupRunner:
         where = ("in a fresh process (new, empty working and temp directories; the compile-time temp area "
                  "removed)")
         if res.stage == "timeout":
-            from delegate_sdk.conformance.runner import python_stack
+            from delegate_sdk.conformance.scheduler import python_stack
 
             stack = python_stack(log_path, offset) if log_path is not None else []
             for s in todo:

@@ -120,6 +120,8 @@ class Report:
     min_pass: int = 1
     min_ops: int = 0
     command: str = ""
+    #: where the work ran: {"kind": "local" | "ray", ..., "where": {place: {workers, units, busy_s}}} (timings)
+    executor: dict[str, Any] = field(default_factory=dict)
 
     def by_outcome(self) -> dict[str, int]:
         c = Counter(r.outcome for r in self.cases)
@@ -180,6 +182,7 @@ class Report:
                 "torch_version": self.torch_version, "precision": self.precision,
                 "precision_spec": self.precision_spec, "options": _clean(self.options), "seed": self.seed,
                 "started": self.started, "duration_s": round(self.duration_s, 3), "command": self.command,
+                "executor": _clean(self.executor),
                 "runtime_checks": self.runtime_checks,
                 "expectations": self.expectations.to_json() if self.expectations else None,
                 "requirements": {"min_pass": self.min_pass, "min_ops": self.min_ops, "strict": self.strict},

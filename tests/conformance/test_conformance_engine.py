@@ -381,7 +381,8 @@ def test_report_json_schema_exactly(tmp_path):
     d = json.loads(paths["json"].read_text())
     assert d["schema"] == SCHEMA == "delegate-sdk/conformance-report/v2"
     assert set(d) == {"schema", "plugin", "sdk_version", "torch_version", "precision", "precision_spec", "options",
-                      "seed", "started", "duration_s", "command", "runtime_checks", "expectations", "requirements",
+                      "seed", "started", "duration_s", "command", "executor", "runtime_checks", "expectations",
+                      "requirements",
                       "verdict", "summary", "cases"}
     assert set(d["plugin"]) == {"name", "version", "available"}
     assert d["expectations"] == {"source": "p_pkg/expectations.toml", "sha256": "ab" * 32, "entries": 3}
