@@ -204,7 +204,7 @@ def _fast_unflatten(spec: pytree.TreeSpec) -> Any:
     """The common output structures (one tensor, a flat tuple) without a pytree walk per call."""
     if spec.is_leaf():
         return lambda flat: flat[0]
-    if spec.type is tuple and all(c.is_leaf() for c in spec.children_specs):
+    if spec.type is tuple and all(spec.child(i).is_leaf() for i in range(spec.num_children)):
         return tuple
     return lambda flat: pytree.tree_unflatten(flat, spec)
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from delegate_sdk.errors import ContractError, PluginError
-from delegate_sdk.graph_ir import Executor, OuterGraph
+from delegate_sdk.graph_ir import CompiledGraph, Executor, OuterGraph
 from delegate_sdk.registry import Backend
 from delegate_sdk.signature import InputSpec, InputValidator
 from delegate_sdk.types import CompiledDelegate, PerfEstimate, QuantParams, TensorSpec
@@ -164,7 +164,17 @@ class ProgramRuntime:
         # detached: eager fallback ops on weights must not build autograd graphs (and no_grad costs µs per call)
         self._weights = {name: weights[name].detach() for name in graph.weights}
         self._trace: threading.local = threading.local()
-        self._executor = Executor(graph, self._call_delegate)
+        # the outer graph as generated straight-line code; the step interpreter stays for graphs it cannot take
+        try:
+            compiled = CompiledGraph(graph, self._call_delegate)
+            self._run_graph = compiled.fn
+            self._tail = [self._weights[n] for n in graph.weights]
+        except (SyntaxError, RecursionError, ValueError) as e:
+            log.debug("outer graph not compiled (%s); interpreting it", e)
+            executor = Executor(graph, self._call_delegate)
+            self._run_graph = lambda *args: executor.run(dict(zip(self._order, args)))
+            self._tail = [self._weights[n] for n in graph.weights]
+        self._order = list(graph.user_inputs) + list(graph.weights)
         self._validate = InputValidator(inputs)
 
     def _call_delegate(self, idx: int, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -182,12 +192,10 @@ class ProgramRuntime:
 
     def run(self, inputs: tuple[Any, ...]) -> list[Any]:
         self._validate(inputs)
-        env: dict[str, Any] = dict(self._weights)
-        env.update(zip(self.graph.user_inputs, inputs))
         if any(t.requires_grad for t in inputs):
             with torch.no_grad():
-                return self._executor.run(env)
-        return self._executor.run(env)
+                return self._run_graph(*inputs, *self._tail)
+        return self._run_graph(*inputs, *self._tail)
 
     def trace(self, inputs: tuple[Any, ...]) -> tuple[list[Any], dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]]]:
         self._trace.boundaries = {}

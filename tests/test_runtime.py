@@ -113,3 +113,37 @@ def test_eight_threads_get_correct_results(registry, thread_safe):
         assert be.max_concurrent > 1  # the core does not serialise a thread-safe plugin
     else:
         assert be.max_concurrent == 1  # ... and does serialise one that is not
+
+
+def test_the_outer_graph_runs_as_generated_code_that_no_artifact_string_can_enter():
+    """Value names, op names and keyword names in graph.json are data: a name that is Python code stays a name."""
+    from delegate_sdk.errors import ArtifactCorruptError
+    from delegate_sdk.graph_ir import CompiledGraph, Executor, GNode, OuterGraph
+
+    evil = "x); import os; os._exit(3); (y"
+    graph = OuterGraph([evil], ["w"], [
+        GNode("__import__('os').getcwd()", "aten.add.Tensor", [{"ref": evil}, {"ref": "w"}], {"alpha": 2}),
+        GNode("d", "delegate", [[{"ref": "__import__('os').getcwd()"}]], {}, 0),
+        GNode("d0", "operator.getitem", [{"ref": "d"}, 0], {}),
+        GNode("s", "aten.sum.dim_IntList", [{"ref": "d0"}, [0]], {"keepdim": True}),
+    ], [{"ref": "s"}, {"ref": "d0"}])
+    calls = []
+
+    def call(idx, inputs):
+        calls.append(idx)
+        return [inputs[0] * 10]
+
+    compiled = CompiledGraph(graph, call)
+    assert "os" not in compiled.source and evil not in compiled.source
+    x, w = torch.ones(2, 3), torch.full((2, 3), 0.5)
+    out = compiled.run({evil: x, "w": w})
+    ref = Executor(graph, call).run({evil: x, "w": w})
+    assert all(torch.equal(a, b) for a, b in zip(out, ref)) and calls == [0, 0]
+    assert torch.equal(out[1], (x + 2 * w) * 10)
+    bad_kw = OuterGraph(["a"], [], [GNode("b", "aten.relu.default", [{"ref": "a"}], {"x=1) or (y": 1})],
+                        [{"ref": "b"}])
+    with pytest.raises(ArtifactCorruptError, match="keyword argument named"):
+        CompiledGraph(bad_kw, call)
+    undefined = OuterGraph(["a"], [], [GNode("b", "aten.relu.default", [{"ref": "zzz"}], {})], [{"ref": "b"}])
+    with pytest.raises(ArtifactCorruptError, match="before it is defined"):
+        CompiledGraph(undefined, call)
