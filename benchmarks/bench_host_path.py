@@ -14,7 +14,6 @@ times the same outer graph alone (no input checks), which is where the two execu
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -104,7 +103,8 @@ def main() -> None:
     print(f"{'outer graph alone':<34}{t_interp:>16.1f}{t_comp:>14.1f}{t_interp / t_comp:>7.2f}x")
     print(f"{'Program call (SDK cost + glue)':<34}{t_prog_interp:>16.1f}{t_prog:>14.1f}{t_prog_interp / t_prog:>7.2f}x")
     sdk_before, sdk_after = t_prog_interp - t_glue, t_prog - t_glue
-    print(f"{'SDK alone (minus the glue kernels)':<34}{sdk_before:>16.1f}{sdk_after:>14.1f}{sdk_before / sdk_after:>7.2f}x")
+    print(f"{'SDK alone (minus the glue kernels)':<34}{sdk_before:>16.1f}{sdk_after:>14.1f}"
+          f"{sdk_before / sdk_after:>7.2f}x")
 
 
 if __name__ == "__main__":
