@@ -2,6 +2,9 @@
 
 Run: python benchmarks/bench_xnnpack_vs_executorch.py [--repeats 3] [--calls 500]
 
+Our path twice: with hosted ops off (the default: ops XNNPACK cannot run go to eager PyTorch between
+partitions) and on (``hosted_ops=True``: ExecuTorch's portable kernels run them inside the same ``.pte``).
+
 Baseline (named, same run): "executorch" = ``torch.export.export`` -> ``to_edge_transform_and_lower`` with
 ``XnnpackPartitioner`` -> ``to_executorch`` -> the ExecuTorch runtime's forward method, as ExecuTorch documents.
 "delegate-sdk" = ``delegate_sdk.lower(model, (x,), ["xnnpack"])`` (capture, claim, partition, the plugin's
@@ -52,18 +55,41 @@ def encoder_layer() -> tuple[nn.Module, torch.Tensor]:
     return layer.eval(), torch.randn(1, 16, 64)
 
 
+class LSTMNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(32, 64, num_layers=2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lstm(x)[0]
+
+
+def lstm() -> tuple[nn.Module, torch.Tensor]:
+    return LSTMNet().eval(), torch.randn(1, 16, 32)
+
+
 MODELS: dict[str, Callable[[], tuple[nn.Module, torch.Tensor]]] = {
-    "small CNN 1x3x32x32": small_cnn, "transformer encoder layer 1x16x64": encoder_layer}
+    "small CNN 1x3x32x32": small_cnn, "transformer encoder layer 1x16x64": encoder_layer,
+    "2-layer LSTM 1x16x32 (hidden 64)": lstm}
+
+
+def _lower_ours(model: nn.Module, x: torch.Tensor, hosted: bool) -> tuple[Callable[[], Any], str]:
+    import delegate_sdk
+
+    prog = delegate_sdk.lower(model, (x,), ["xnnpack"], hosted_ops=hosted)
+    s = prog.summary()
+    eager = sorted({f.op.split(".")[1] for f in s.fallback if f.op.count(".") >= 2})
+    return (lambda: prog(x)), (f"{s.nodes_accelerated} accelerated + {s.nodes_hosted} hosted of {s.nodes_total} "
+                               f"nodes in {len(s.partitions)} partition(s)"
+                               + (f"; on eager PyTorch: {', '.join(eager)}" if eager else ""))
 
 
 def lower_ours(model: nn.Module, x: torch.Tensor) -> tuple[Callable[[], Any], str]:
-    import delegate_sdk
+    return _lower_ours(model, x, hosted=False)
 
-    prog = delegate_sdk.lower(model, (x,), ["xnnpack"])
-    s = prog.summary()
-    eager = sorted({f.op.split(".")[1] for f in s.fallback if f.op.count(".") >= 2})
-    return (lambda: prog(x)), (f"{s.nodes_delegated}/{s.nodes_total} nodes in {len(s.partitions)} partition(s)"
-                               + (f"; on eager PyTorch: {', '.join(eager)}" if eager else ""))
+
+def lower_ours_hosted(model: nn.Module, x: torch.Tensor) -> tuple[Callable[[], Any], str]:
+    return _lower_ours(model, x, hosted=True)
 
 
 def lower_executorch(model: nn.Module, x: torch.Tensor) -> tuple[Callable[[], Any], str]:
@@ -92,7 +118,7 @@ def lower_executorch(model: nn.Module, x: torch.Tensor) -> tuple[Callable[[], An
 
 
 LOWER: dict[str, Callable[[nn.Module, torch.Tensor], tuple[Callable[[], Any], str]]] = {
-    "delegate-sdk": lower_ours, "executorch": lower_executorch}
+    "delegate-sdk": lower_ours, "delegate-sdk hosted": lower_ours_hosted, "executorch": lower_executorch}
 
 
 def first_output(out: Any) -> torch.Tensor:
@@ -106,8 +132,9 @@ def main() -> None:
     args = ap.parse_args()
     console = Console()
     torch.manual_seed(0)
-    table = Table(title="XNNPACK fp32: delegate-sdk vs ExecuTorch's to_edge_transform_and_lower (baseline)")
-    for col in ("model", "metric", "delegate-sdk", "executorch", "ratio ours/ET"):
+    table = Table(title="XNNPACK fp32: delegate-sdk (hosted ops off / on) vs ExecuTorch's "
+                        "to_edge_transform_and_lower (baseline)")
+    for col in ("model", "metric", "delegate-sdk", "ratio/ET", "delegate-sdk hosted", "ratio/ET", "executorch"):
         table.add_column(col, justify="right" if col != "model" and col != "metric" else "left")
     notes: list[str] = []
     for name, make in MODELS.items():
@@ -140,13 +167,15 @@ def main() -> None:
                 for _ in range(args.calls):
                     fn()
                 best[path] = min(best[path], (time.perf_counter() - t0) / args.calls)
-        ours, et = "delegate-sdk", "executorch"
+        ours, hosted, et = "delegate-sdk", "delegate-sdk hosted", "executorch"
         med = {p: statistics.median(v) for p, v in lowering.items()}
-        table.add_row(name, "lowering (median, s)", f"{med[ours]:.2f}", f"{med[et]:.2f}", f"{med[ours] / med[et]:.2f}x")
-        table.add_row("", "first lowering incl. imports (s)", f"{first[ours]:.2f}", f"{first[et]:.2f}", "")
-        table.add_row("", "per call (us)", f"{best[ours] * 1e6:.1f}", f"{best[et] * 1e6:.1f}",
-                      f"{best[ours] / best[et]:.2f}x")
-        table.add_row("", "max |out - eager|", f"{err[ours]:.2e}", f"{err[et]:.2e}", "")
+        table.add_row(name, "lowering (median, s)", f"{med[ours]:.2f}", f"{med[ours] / med[et]:.2f}x",
+                      f"{med[hosted]:.2f}", f"{med[hosted] / med[et]:.2f}x", f"{med[et]:.2f}")
+        table.add_row("", "first lowering incl. imports (s)", f"{first[ours]:.2f}", "", f"{first[hosted]:.2f}", "",
+                      f"{first[et]:.2f}")
+        table.add_row("", "per call (us)", f"{best[ours] * 1e6:.1f}", f"{best[ours] / best[et]:.2f}x",
+                      f"{best[hosted] * 1e6:.1f}", f"{best[hosted] / best[et]:.2f}x", f"{best[et] * 1e6:.1f}")
+        table.add_row("", "max |out - eager|", f"{err[ours]:.2e}", "", f"{err[hosted]:.2e}", "", f"{err[et]:.2e}")
     console.print(table)
     for n in notes:
         console.print(f"  {n}")

@@ -69,6 +69,10 @@ skip_ops_opt = click.option("--skip-ops", default="", metavar="OPS",
                             help="Comma-separated ops never to delegate (aten.add.Tensor or add).")
 min_size_opt = click.option("--min-partition-size", default=1, show_default=True, type=click.IntRange(1),
                             help="Partitions with fewer nodes run on eager PyTorch.")
+hosted_opt = click.option("--hosted-ops", is_flag=True,
+                          help="Let backends that can (e.g. xnnpack: ExecuTorch's portable kernels) run ops their "
+                               "accelerator cannot on their host CPU inside a partition, so that partitions merge; "
+                               "such nodes are counted apart as hosted.")
 
 
 @main.command()
@@ -100,11 +104,12 @@ def plugins(as_json: bool) -> None:
 @option_opt
 @skip_ops_opt
 @min_size_opt
+@hosted_opt
 @click.option("--estimate", is_flag=True, help="Also compile each partition to show the toolchain's "
                                                "cycle/memory estimate where the plugin gives one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def inspect_cmd(model: str, backends: str, options: tuple[str, ...], skip_ops: str, min_partition_size: int,
-                estimate: bool, as_json: bool) -> None:
+                hosted_ops: bool, estimate: bool, as_json: bool) -> None:
     """Show which backend would take which node of MODEL, and why not for the rest.
 
     MODEL is a .pt2 file (torch.export.save) or package.module:callable returning
@@ -116,12 +121,13 @@ def inspect_cmd(model: str, backends: str, options: tuple[str, ...], skip_ops: s
     mod, inputs, dyn = load_model_ref(model)
     report = lw.inspect(mod, inputs, _backends_arg(backends), options=_options(options), dynamic_shapes=dyn,
                         skip_ops=[s for s in skip_ops.split(",") if s], min_partition_size=min_partition_size,
-                        estimate=estimate)
+                        estimate=estimate, hosted_ops=hosted_ops)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
         return
-    t = Table(title=f"{model}: {report.nodes_delegated}/{report.nodes_total} nodes delegated")
-    for col in ("partition", "backend", "nodes", "ops", "estimate"):
+    hosted = f", {report.nodes_hosted} of them hosted on a backend's CPU" if report.nodes_hosted else ""
+    t = Table(title=f"{model}: {report.nodes_delegated}/{report.nodes_total} nodes delegated{hosted}")
+    for col in ("partition", "backend", "nodes", "hosted", "ops", "estimate"):
         t.add_column(col)
     for p in report.partitions:
         est = ""
@@ -136,7 +142,7 @@ def inspect_cmd(model: str, backends: str, options: tuple[str, ...], skip_ops: s
             if p.perf.flash_bytes is not None:
                 bits.append(f"flash {p.perf.flash_bytes / 1024:.1f} KiB")
             est = ", ".join(bits)
-        t.add_row(p.id, p.backend, str(len(p.nodes)), _ops_short(p.ops), est)
+        t.add_row(p.id, p.backend, str(len(p.nodes)), str(len(p.hosted)), _ops_short(p.ops), est)
     console.print(t)
     fb = [n for n in report.fallback]
     if fb:
@@ -173,8 +179,10 @@ def _random_inputs(specs: list[Any], seed: int) -> tuple[Any, ...]:
 @click.option("--strict", is_flag=True, help="Fail if any node would run on eager PyTorch.")
 @skip_ops_opt
 @min_size_opt
+@hosted_opt
 def lower(model: str, backends: str, output: str, options: tuple[str, ...], calibration_samples: int,
-          calibration_file: str | None, strict: bool, skip_ops: str, min_partition_size: int) -> None:
+          calibration_file: str | None, strict: bool, skip_ops: str, min_partition_size: int,
+          hosted_ops: bool) -> None:
     """Lower MODEL onto BACKENDS and write a single-file artifact."""
     import delegate_sdk.lowering as lw
     from delegate_sdk.capture import capture, load_model_ref
@@ -190,22 +198,23 @@ def lower(model: str, backends: str, output: str, options: tuple[str, ...], cali
     t0 = time.perf_counter()
     prog = lw.lower(mod, inputs, _backends_arg(backends), options=_options(options), calibration=calib,
                     dynamic_shapes=dyn, strict=strict, skip_ops=[s for s in skip_ops.split(",") if s],
-                    min_partition_size=min_partition_size)
+                    min_partition_size=min_partition_size, hosted_ops=hosted_ops)
     prog.save(output)
     s = prog.summary()
+    hosted = f" ({s.nodes_hosted} hosted on a backend's CPU)" if s.nodes_hosted else ""
     console.print(f"wrote {output} ({Path(output).stat().st_size / 1024:.1f} KiB) in "
-                  f"{time.perf_counter() - t0:.2f} s: {s.nodes_delegated}/{s.nodes_total} nodes delegated "
+                  f"{time.perf_counter() - t0:.2f} s: {s.nodes_delegated}/{s.nodes_total} nodes delegated{hosted} "
                   f"in {len(s.partitions)} partition(s)")
     _print_summary(s)
 
 
 def _print_summary(s: Any) -> None:
     t = Table()
-    for col in ("partition", "backend", "nodes", "ops", "blob"):
+    for col in ("partition", "backend", "nodes", "hosted", "ops", "blob"):
         t.add_column(col)
     for p in s.partitions:
-        t.add_row(p.id, p.backend, str(len(p.nodes)), _ops_short(p.ops), f"{p.format} v{p.format_version}, "
-                                                                        f"{p.blob_size / 1024:.1f} KiB")
+        t.add_row(p.id, p.backend, str(len(p.nodes)), str(len(p.hosted)), _ops_short(p.ops),
+                  f"{p.format} v{p.format_version}, {p.blob_size / 1024:.1f} KiB")
     console.print(t)
     if s.fallback:
         console.print(f"{len(s.fallback)} node(s) on eager PyTorch: "

@@ -98,6 +98,11 @@ def describe() -> BackendInfo:
     would rather see whole than decomposed; the core keeps them in the graph
     it hands to ``claim``. Ops you keep but then refuse run on eager PyTorch.
 
+    ``hosts_ops=True`` says your runtime can also run, on its host CPU and
+    inside a partition, ops your accelerator cannot (ExecuTorch's portable
+    kernels in the same program, a CPU provider in the same session); see
+    ``claim`` for how such nodes are answered.
+
     ``precisions`` are names from the core vocabulary (see the module
     docstring), or declared in ``precision_specs``. Say ``thread_safe=True``
     only if one handle may really run ``execute`` from several threads at once:
@@ -125,6 +130,14 @@ def claim(program: ExportedProgram, nodes: list[torch.fx.Node], options: dict[st
     refused with an empty sentence is a contract violation: lowering stops with
     a ``ContractError`` naming the nodes (FAIL_CLAIM in conformance).
 
+    Hosted ops: when the user asked for them (``options["hosted_ops"]`` is
+    true; the key is there only if ``BackendInfo.hosts_ops``), you may answer
+    a node you cannot accelerate but your runtime can run on its host CPU in
+    ``Claims.hosted`` instead of ``refused``. The core places hosted nodes in
+    your partitions like claimed ones, so that partitions merge across them,
+    drops a partition that would hold no accelerated node, and counts hosted
+    nodes apart everywhere (``inspect``, ``Program.summary()``, conformance).
+
     Claim a node only if ``preprocess`` will compile it at
     ``options["precision"]`` whatever neighbours it ends up with: the core
     cuts your claimed nodes into cycle-free partitions, and a partition you
@@ -138,10 +151,12 @@ def preprocess(program: ExportedProgram, options: dict[str, Any],
     """Compile one partition into an opaque blob.
 
     ``program`` is a self-contained ``ExportedProgram`` holding only nodes you
-    claimed. Its user inputs are the tensors that cross into the partition, in
-    the order ``execute`` will receive them; weights and constants used only
-    inside the partition are its parameters/buffers/constants, yours to bake
-    into the blob. Its outputs are what ``execute`` must return, in order.
+    claimed (those you answered as hosted carry
+    ``node.meta["delegate_sdk_hosted"] = True``, ``types.HOSTED_META``). Its
+    user inputs are the tensors that cross into the partition, in the order
+    ``execute`` will receive them; weights and constants used only inside the
+    partition are its parameters/buffers/constants, yours to bake into the
+    blob. Its outputs are what ``execute`` must return, in order.
 
     ``calibration`` is ``None`` for float precisions. For quantized precisions
     it is a list of input tuples for *this partition* (same order as the user

@@ -17,10 +17,12 @@ class NodePlacement:
     partition: str | None
     backend: str | None
     reasons: list[Refusal] = field(default_factory=list)
+    #: True when the backend runs it on its host CPU inside the partition (hosted ops), not on the accelerator
+    hosted: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"node": self.node, "op": self.op, "partition": self.partition, "backend": self.backend,
-                "reasons": [r.to_json() for r in self.reasons]}
+                "hosted": self.hosted, "reasons": [r.to_json() for r in self.reasons]}
 
 
 @dataclass
@@ -30,10 +32,11 @@ class PartitionPlanInfo:
     nodes: list[str]
     ops: list[str]
     perf: PerfEstimate | None = None
+    hosted: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "backend": self.backend, "nodes": self.nodes, "ops": self.ops,
-                "perf": self.perf.to_json() if self.perf else None}
+                "hosted": self.hosted, "perf": self.perf.to_json() if self.perf else None}
 
 
 @dataclass
@@ -51,14 +54,20 @@ class InspectReport:
         return sum(1 for n in self.nodes if n.partition is not None)
 
     @property
+    def nodes_hosted(self) -> int:
+        return sum(1 for n in self.nodes if n.hosted)
+
+    @property
     def fallback(self) -> list[NodePlacement]:
         return [n for n in self.nodes if n.partition is None]
 
     def coverage(self) -> dict[str, int]:
-        """Backend -> number of nodes it takes (``"eager"`` for the rest)."""
-        return dict(Counter(n.backend or "eager" for n in self.nodes))
+        """Backend -> number of nodes it accelerates, ``"<backend> (hosted)"`` -> nodes it runs on its host CPU,
+        ``"eager"`` for the rest."""
+        return dict(Counter((f"{n.backend} (hosted)" if n.hosted else n.backend) or "eager" for n in self.nodes))
 
     def to_json(self) -> dict[str, Any]:
         return {"backends": self.backends, "nodes_total": self.nodes_total,
-                "nodes_delegated": self.nodes_delegated, "coverage": self.coverage(),
+                "nodes_delegated": self.nodes_delegated, "nodes_hosted": self.nodes_hosted,
+                "coverage": self.coverage(),
                 "partitions": [p.to_json() for p in self.partitions], "nodes": [n.to_json() for n in self.nodes]}

@@ -41,9 +41,25 @@ class _Session:
     nodes: dict[str, torch.fx.Node]
 
 
+def _hosting(hosted_ops: bool | Iterable[str], chosen: list[Backend], infos: list[Any]) -> set[str]:
+    """The backends that may host ops in this lowering: all that can (True), or the ones named."""
+    if hosted_ops is True:
+        return {b.name for b, i in zip(chosen, infos) if i.hosts_ops}
+    if not hosted_ops:
+        return set()
+    wanted = {hosted_ops} if isinstance(hosted_ops, str) else set(hosted_ops)
+    names = {b.name: i for b, i in zip(chosen, infos)}
+    for w in sorted(wanted):
+        if w not in names:
+            raise UsageError(f"hosted_ops names {w!r}, which is not among the backends {list(names)}")
+        if not names[w].hosts_ops:
+            raise UsageError(f"backend {w!r} cannot host ops on its CPU (its BackendInfo.hosts_ops is false)")
+    return wanted
+
+
 def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict[str, dict[str, Any]] | None,
              dynamic_shapes: Any, registry: Registry, skip_ops: Iterable[str], skip_nodes: Iterable[str],
-             min_partition_size: int) -> _Session:
+             min_partition_size: int, hosted_ops: bool | Iterable[str] = False) -> _Session:
     if isinstance(backends, str):
         backends = [b.strip() for b in backends.split(",") if b.strip()]
     if not backends:
@@ -59,6 +75,10 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
     chosen = [registry.get(b) for b in backends]
     infos = [b.require_available() for b in chosen]
     opts = {b.name: validate_options(info, options.get(b.name)) for b, info in zip(chosen, infos)}
+    hosting = _hosting(hosted_ops, chosen, infos)
+    for b, info in zip(chosen, infos):
+        if info.hosts_ops:  # only plugins that can host see the key
+            opts[b.name]["hosted_ops"] = b.name in hosting
     keep_ops = sorted({op for info in infos for op in info.keep_ops})
     ep = capture(model, example_inputs, dynamic_shapes=dynamic_shapes, keep_ops=keep_ops)
     _reject_mutations(ep)
@@ -77,7 +97,8 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
             raise ContractError(backend_name, "claim", "modified the program it was asked to inspect")
         return result
 
-    plan = plan_partitions(dep, [b.name for b in chosen], claim, min_partition_size=min_partition_size)
+    plan = plan_partitions(dep, [b.name for b in chosen], claim, min_partition_size=min_partition_size,
+                           hosting=hosting)
     return _Session(ep, chosen, opts, plan, by_name)
 
 
@@ -99,13 +120,14 @@ def _is_host(reasons: list[Any]) -> bool:
 def _placements(s: _Session) -> tuple[list[NodePlacement], dict[str, str]]:
     """Every compute node; shape arithmetic on the host (sym_size & co.) is not a placement decision."""
     backend_of = {p.id: p.backend for p in s.plan.partitions}
+    hosted = {n for p in s.plan.partitions for n in p.hosted}
     out = []
     for name, node in s.nodes.items():
         if _is_host(s.plan.fallback.get(name, [])):
             continue
         pid = s.plan.placement.get(name)
         out.append(NodePlacement(name, op_name(node), pid, backend_of.get(pid) if pid else None,
-                                 list(s.plan.fallback.get(name, []))))
+                                 list(s.plan.fallback.get(name, [])), name in hosted))
     return out, backend_of
 
 
@@ -129,29 +151,33 @@ def _check_strict(s: _Session) -> None:
 def inspect(model: Any, example_inputs: Any, backends: list[str], *,
             options: dict[str, dict[str, Any]] | None = None, dynamic_shapes: Any = None,
             skip_ops: Iterable[str] = (), skip_nodes: Iterable[str] = (), min_partition_size: int = 1,
-            estimate: bool = False, calibration: Any = None, registry: Registry | None = None) -> InspectReport:
+            estimate: bool = False, calibration: Any = None, registry: Registry | None = None,
+            hosted_ops: bool | Iterable[str] = False) -> InspectReport:
     """Who would take which node and why not. ``estimate=True`` also compiles each partition to report the
-    toolchain's performance estimate (``perf``) where the plugin gives one."""
+    toolchain's performance estimate (``perf``) where the plugin gives one. ``hosted_ops``: let backends that
+    can (``BackendInfo.hosts_ops``; True for all of them, or their names) run refused ops on their host CPU
+    inside their partitions, so that partitions merge; such nodes are counted apart."""
     registry = registry or default_registry()
     s = _prepare(model, example_inputs, backends, options, dynamic_shapes, registry, skip_ops, skip_nodes,
-                 min_partition_size)
+                 min_partition_size, hosted_ops)
     placements, _ = _placements(s)
     perfs: dict[str, Any] = {}
     if estimate and s.plan.partitions:
         compiled, _ = _compile_all(s, example_inputs, calibration)
         perfs = {pid: cd.perf for pid, (cd, _sub) in compiled.items()}
     parts = [PartitionPlanInfo(p.id, p.backend, p.nodes, sorted({op_name(s.nodes[n]) for n in p.nodes}),
-                               perfs.get(p.id)) for p in s.plan.partitions]
+                               perfs.get(p.id), list(p.hosted)) for p in s.plan.partitions]
     return InspectReport([b.name for b in s.backends], placements, parts)
 
 
 def lower(model: Any, example_inputs: Any, backends: list[str], *,
           options: dict[str, dict[str, Any]] | None = None, calibration: Any = None, dynamic_shapes: Any = None,
           strict: bool = False, skip_ops: Iterable[str] = (), skip_nodes: Iterable[str] = (),
-          min_partition_size: int = 1, registry: Registry | None = None) -> Program:
+          min_partition_size: int = 1, registry: Registry | None = None,
+          hosted_ops: bool | Iterable[str] = False) -> Program:
     registry = registry or default_registry()
     s = _prepare(model, example_inputs, backends, options, dynamic_shapes, registry, skip_ops, skip_nodes,
-                 min_partition_size)
+                 min_partition_size, hosted_ops)
     if strict:
         _check_strict(s)
     compiled, subgraphs = _compile_all(s, example_inputs, calibration)
@@ -160,7 +186,7 @@ def lower(model: Any, example_inputs: Any, backends: list[str], *,
 
 def _compile_all(s: _Session, example_inputs: Any, calibration: Any
                  ) -> tuple[dict[str, tuple[CompiledDelegate, Subgraph]], dict[str, Subgraph]]:
-    subgraphs = {p.id: extract(s.ep, p.nodes) for p in s.plan.partitions}
+    subgraphs = {p.id: extract(s.ep, p.nodes, hosted=p.hosted) for p in s.plan.partitions}
     infos = {b.name: b.info() for b in s.backends}
     quantized = {p.id for p in s.plan.partitions
                  if infos[p.backend].precision(s.options[p.backend]["precision"]).quantized}
@@ -281,7 +307,8 @@ def _assemble(s: _Session, compiled: dict[str, tuple[CompiledDelegate, Subgraph]
         rec = DelegateRecord.from_compiled(
             p.id, p.backend, backend.info().version, s.options[p.backend], cd, p.nodes,
             sorted({op_name(s.nodes[n]) for n in p.nodes}),
-            [_tensor_spec(all_nodes[i]) for i in sub.inputs], [_tensor_spec(all_nodes[o]) for o in sub.outputs])
+            [_tensor_spec(all_nodes[i]) for i in sub.inputs], [_tensor_spec(all_nodes[o]) for o in sub.outputs],
+            hosted=list(p.hosted))
         records.append(rec)
         blobs.append(bytes(cd.blob))
         index[p.id] = k

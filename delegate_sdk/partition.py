@@ -57,6 +57,8 @@ class Partition:
     id: str
     backend: str
     nodes: list[str]  # topological order, followers included
+    #: the nodes of ``nodes`` the backend runs on its host CPU (hosted ops), not on the accelerator
+    hosted: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -76,8 +78,14 @@ ClaimFn = Callable[[str, list[str]], Claims]
 
 
 def plan_partitions(graph: DepGraph, backends: Sequence[str], claim: ClaimFn, *,
-                    min_partition_size: int = 1) -> PartitionPlan:
-    """Place every node of ``graph`` exactly once, backends tried in order."""
+                    min_partition_size: int = 1, hosting: Iterable[str] = ()) -> PartitionPlan:
+    """Place every node of ``graph`` exactly once, backends tried in order.
+
+    Backends in ``hosting`` may answer some candidates as *hosted* (run on their host CPU): those nodes join
+    partitions like claimed ones, so that neighbouring partitions merge across them, but a partition needs at
+    least one accelerated node (and ``min_partition_size`` of them) to be kept.
+    """
+    hosting = set(hosting)
     n = len(graph.names)
     index = {name: i for i, name in enumerate(graph.names)}
     root = list(range(n))
@@ -90,6 +98,7 @@ def plan_partitions(graph: DepGraph, backends: Sequence[str], claim: ClaimFn, *,
     groups: list[list[int]] = []
     group_backend: list[str] = []
     reasons: list[list[Refusal]] = [[] for _ in range(n)]
+    hosted_nodes: set[str] = set()
     leaders = [i for i in range(n) if root[i] == i]
     for i in leaders:
         if graph.fixed[i] is not None:
@@ -101,18 +110,25 @@ def plan_partitions(graph: DepGraph, backends: Sequence[str], claim: ClaimFn, *,
             continue
         cand_names = [graph.names[i] for i in candidates]
         claims = claim(backend, cand_names)
-        claimed = _check_claims(backend, claims, cand_names)
+        claimed, hosted = _check_claims(backend, claims, cand_names, backend in hosting)
         for r in claims.refused:
             reasons[index[r.node]].append(r if r.backend == backend else Refusal(r.node, r.code, r.message, backend))
         is_claimed = [False] * n
-        for name in claimed:
+        for name in claimed | hosted:
             is_claimed[index[name]] = True
         for members in _grow_groups(graph, root, group_of, is_claimed):
             leaders_in = [m for m in members if root[m] == m]
-            if len(leaders_in) < min_partition_size:
+            accelerated = [m for m in leaders_in if graph.names[m] not in hosted]
+            if not accelerated:
+                for m in leaders_in:
+                    reasons[m].append(Refusal(graph.names[m], ReasonCode.HOSTED_ALONE,
+                                              "the backend could run it on its host CPU, but only inside a "
+                                              "partition with accelerated nodes, and none is next to it", backend))
+                continue
+            if len(accelerated) < min_partition_size:
                 for m in leaders_in:
                     reasons[m].append(Refusal(graph.names[m], ReasonCode.MIN_SIZE,
-                                              f"its partition had {len(leaders_in)} node(s), fewer than the "
+                                              f"its partition had {len(accelerated)} node(s), fewer than the "
                                               f"minimum partition size {min_partition_size}", backend))
                 continue
             gid = len(groups)
@@ -120,6 +136,8 @@ def plan_partitions(graph: DepGraph, backends: Sequence[str], claim: ClaimFn, *,
             group_backend.append(backend)
             for m in members:
                 group_of[m] = gid
+                if graph.names[root[m]] in hosted:
+                    hosted_nodes.add(graph.names[m])
 
     for i in range(n):
         if root[i] != i and group_of[i] < 0:
@@ -130,15 +148,18 @@ def plan_partitions(graph: DepGraph, backends: Sequence[str], claim: ClaimFn, *,
     for k, g in enumerate(order):
         pid = f"p{k}"
         members = sorted(groups[g])
-        partitions.append(Partition(pid, group_backend[g], [graph.names[m] for m in members]))
+        names = [graph.names[m] for m in members]
+        partitions.append(Partition(pid, group_backend[g], names, [x for x in names if x in hosted_nodes]))
         for m in members:
             placement[graph.names[m]] = pid
     fallback = {graph.names[i]: reasons[i] for i in range(n) if group_of[i] < 0}
     return PartitionPlan(partitions, fallback, placement)
 
 
-def _check_claims(backend: str, claims: Claims, candidates: list[str]) -> set[str]:
-    """The claimed names; ContractError unless every candidate is named exactly once, each refusal with a reason."""
+def _check_claims(backend: str, claims: Claims, candidates: list[str],
+                  may_host: bool = False) -> tuple[set[str], set[str]]:
+    """(claimed, hosted) names; ContractError unless every candidate is named exactly once, each refusal with a
+    reason, and hosted nodes only where the lowering asked for them."""
     if not isinstance(claims, Claims):
         raise ContractError(backend, "claim", f"returned {type(claims).__name__}, expected delegate_sdk.Claims")
     cand = set(candidates)
@@ -170,12 +191,24 @@ def _check_claims(backend: str, claims: Claims, candidates: list[str]) -> set[st
     both = claimed & set(refused)
     if both:
         raise ContractError(backend, "claim", f"both claimed and refused: {some(both)}")
-    silent = cand - claimed - set(refused)
+    hosted = set(claims.hosted)
+    if hosted and not may_host:
+        raise ContractError(backend, "claim", f"answered {some(hosted)} as hosted, but this lowering did not ask "
+                                              "for hosted ops (options['hosted_ops'] is false or absent)")
+    if len(hosted) != len(claims.hosted):
+        twice = [n for n in hosted if claims.hosted.count(n) > 1]
+        raise ContractError(backend, "claim", f"hosted nodes twice: {some(twice)}")
+    if hosted - cand:
+        raise ContractError(backend, "claim", f"hosted nodes that were not candidates: {some(hosted - cand)}")
+    if hosted & (claimed | set(refused)):
+        raise ContractError(backend, "claim", f"hosted and also claimed or refused: "
+                                              f"{some(hosted & (claimed | set(refused)))}")
+    silent = cand - claimed - set(refused) - hosted
     if silent:
         raise ContractError(backend, "claim", f"neither claimed nor refused {len(silent)} candidate node(s): "
                                               f"{some(silent)}; name every candidate in Claims.claimed or in "
                                               "Claims.refused with a reason")
-    return claimed
+    return claimed, hosted
 
 
 def _units(graph: DepGraph, root: list[int], group_of: list[int]) -> tuple[list[list[int]], list[list[int]]]:

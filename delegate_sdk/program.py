@@ -67,11 +67,22 @@ class ProgramSummary:
 
     @property
     def nodes_delegated(self) -> int:
+        """Nodes inside partitions: accelerated, and hosted on a backend's CPU."""
         return sum(len(p.nodes) for p in self.partitions)
+
+    @property
+    def nodes_hosted(self) -> int:
+        """Nodes a backend runs on its host CPU inside its partitions (hosted ops), not on the accelerator."""
+        return sum(len(p.hosted) for p in self.partitions)
+
+    @property
+    def nodes_accelerated(self) -> int:
+        return self.nodes_delegated - self.nodes_hosted
 
     def to_json(self) -> dict[str, Any]:
         return {
             "nodes_total": self.nodes_total, "nodes_delegated": self.nodes_delegated,
+            "nodes_accelerated": self.nodes_accelerated, "nodes_hosted": self.nodes_hosted,
             "partitions": [{k: v for k, v in p.to_json().items() if k not in ("meta", "debug_map")}
                            for p in self.partitions],
             "fallback": [f.to_json() for f in self.fallback],

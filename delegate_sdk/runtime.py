@@ -40,6 +40,8 @@ class DelegateRecord:
     debug_map: dict[str, list[str]] = field(default_factory=dict)
     blob_sha256: str = ""
     blob_size: int = 0
+    #: the nodes of ``nodes`` the backend runs on its host CPU (hosted ops), not on the accelerator
+    hosted: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +52,7 @@ class DelegateRecord:
             "output_quant": [q.to_json() if q else None for q in self.output_quant],
             "perf": self.perf.to_json() if self.perf else None, "op_counts": self.op_counts,
             "debug_map": self.debug_map, "blob_sha256": self.blob_sha256, "blob_size": self.blob_size,
+            "hosted": self.hosted,
         }
 
     @classmethod
@@ -61,18 +64,18 @@ class DelegateRecord:
             [QuantParams.from_json(q) if q else None for q in d.get("output_quant", [])],
             PerfEstimate.from_json(d["perf"]) if d.get("perf") else None, dict(d.get("op_counts", {})),
             {k: list(v) for k, v in d.get("debug_map", {}).items()}, d.get("blob_sha256", ""),
-            int(d.get("blob_size", 0)),
+            int(d.get("blob_size", 0)), list(d.get("hosted", [])),
         )
 
     @classmethod
     def from_compiled(cls, pid: str, backend: str, version: str, options: dict[str, Any], cd: CompiledDelegate,
                       nodes: list[str], ops: list[str], inputs: list[TensorSpec],
-                      outputs: list[TensorSpec]) -> DelegateRecord:
+                      outputs: list[TensorSpec], hosted: list[str] | None = None) -> DelegateRecord:
         import hashlib
 
         return cls(pid, backend, version, cd.format, cd.format_version, options, cd.meta, nodes, ops, inputs,
                    outputs, list(cd.output_quant), cd.perf, dict(cd.op_counts), dict(cd.debug_map),
-                   hashlib.sha256(cd.blob).hexdigest(), len(cd.blob))
+                   hashlib.sha256(cd.blob).hexdigest(), len(cd.blob), list(hosted or []))
 
 
 @dataclass

@@ -22,7 +22,7 @@ from torch.export.graph_signature import (
 
 from delegate_sdk.partition import DepGraph
 from delegate_sdk.support import op_name
-from delegate_sdk.types import ReasonCode, Refusal
+from delegate_sdk.types import HOSTED_META, ReasonCode, Refusal
 
 _WEIGHT_KINDS = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
 
@@ -108,9 +108,11 @@ class Subgraph:
     weights: list[str]
 
 
-def extract(ep: ExportedProgram, names: list[str]) -> Subgraph:
-    """A self-contained ExportedProgram computing the nodes ``names`` of ``ep``."""
+def extract(ep: ExportedProgram, names: list[str], hosted: Iterable[str] = ()) -> Subgraph:
+    """A self-contained ExportedProgram computing the nodes ``names`` of ``ep``; the copies of the ``hosted``
+    ones carry ``node.meta[HOSTED_META] = True`` (the backend runs them on its host CPU)."""
     wanted = set(names)
+    hosted = set(hosted)
     part = [n for n in ep.graph.nodes if n.name in wanted]
     part_set = set(part)
     specs_by_arg = {s.arg.name: s for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
@@ -187,6 +189,8 @@ def extract(ep: ExportedProgram, names: list[str]) -> Subgraph:
             env[h] = g.node_copy(h, lambda x: env[x])
     for n in part:
         env[n] = g.node_copy(n, lambda x: env[x])
+        if n.name in hosted:
+            env[n].meta[HOSTED_META] = True
     out_nodes = [env[o] for o in outputs]
     g.output(tuple(out_nodes))
     output_specs = [OutputSpec(OutputKind.USER_OUTPUT, TensorArgument(o.name), None) for o in out_nodes]

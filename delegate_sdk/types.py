@@ -127,6 +127,7 @@ class ReasonCode(str, enum.Enum):
     # --- given by the core
     SKIPPED = "skipped"  # the user asked to skip this op or node
     MIN_SIZE = "min_size"  # claimed, but its partition was smaller than the minimum size
+    HOSTED_ALONE = "hosted_alone"  # the backend could host it on its CPU, but no accelerated node was next to it
     HOST = "host"  # shape arithmetic / assertion that always runs on the host
     UNAVAILABLE = "unavailable"  # the backend is installed but cannot run here
     #: kept so that artifacts written by delegate-sdk 0.1 load; the core now refuses such a claim outright
@@ -154,11 +155,18 @@ class Refusal:
 class Claims:
     """A plugin's answer to ``claim``: nodes it takes, and a reason for each one it refuses.
 
-    Every candidate node handed to ``claim`` must appear in exactly one of the two.
+    Every candidate node handed to ``claim`` must appear in exactly one of them.
     """
 
     claimed: tuple[str, ...] = ()
     refused: tuple[Refusal, ...] = ()
+    #: nodes the backend's runtime runs on its host CPU inside its partitions (only when the lowering asked for
+    #: hosted ops: ``options["hosted_ops"]``); counted apart from the accelerated ``claimed`` ones
+    hosted: tuple[str, ...] = ()
+
+
+#: ``node.meta`` key set on the nodes of a partition program that the backend claimed as hosted
+HOSTED_META = "delegate_sdk_hosted"
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,10 @@ class BackendInfo:
     unavailable_reason: str = ""
     #: True if ``execute`` may be called on one handle from several threads at once
     thread_safe: bool = False
+    #: True if the runtime can also run ops the accelerator cannot on its host CPU, inside a partition (ExecuTorch
+    #: portable kernels, a CPU provider in the same session), so that neighbouring partitions merge; used only
+    #: when a lowering asks for hosted ops
+    hosts_ops: bool = False
     description: str = ""
     #: what each precision name outside the core vocabulary (:data:`PRECISIONS`) means
     precision_specs: tuple[Precision, ...] = ()

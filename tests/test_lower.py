@@ -270,3 +270,42 @@ def test_named_tuple_outputs_are_stored_as_tuples(two, tmp_path):
     values, indices = load(tmp_path / "m.dsdk", registry)(x)
     torch.testing.assert_close(values, x.max(1).values)
     torch.testing.assert_close(indices, x.max(1).indices)
+
+
+class _Glued(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.softmax(self.a(x), -1))  # softmax: the glue the engine cannot accelerate
+
+
+def test_hosted_ops_merge_partitions_are_counted_apart_and_survive_the_artifact(registry, tmp_path):
+    import delegate_sdk.program as program_mod
+
+    registry.register(IRBackend("eng", LINEAR | ELEMENTWISE, hosts={"aten._softmax.default"}), "eng")
+    model, x = _Glued().eval(), torch.randn(2, 8)
+    plain = lower(model, (x,), ["eng"], registry=registry)
+    assert len(plain.summary().partitions) == 2 and plain.summary().nodes_hosted == 0
+    report = inspect(model, (x,), ["eng"], registry=registry, hosted_ops=True)
+    assert len(report.partitions) == 1 and report.nodes_hosted == 1
+    assert report.coverage()["eng (hosted)"] == 1 and report.fallback == []
+    prog = lower(model, (x,), ["eng"], registry=registry, hosted_ops=["eng"])
+    s = prog.summary()
+    assert len(s.partitions) == 1 and s.nodes_hosted == 1 and s.nodes_accelerated == s.nodes_total - 1
+    assert s.partitions[0].hosted == ["_softmax"] and s.to_json()["nodes_hosted"] == 1
+    with torch.no_grad():
+        assert torch.allclose(prog(x), model(x), atol=1e-6)
+    prog.save(tmp_path / "m.dsdk")
+    again = program_mod.load(tmp_path / "m.dsdk", registry=registry)
+    assert again.summary().nodes_hosted == 1 and torch.allclose(again(x), prog(x))
+
+
+def test_hosted_ops_for_a_backend_that_cannot_host_is_a_usage_error(two):
+    reg, _, _ = two
+    with pytest.raises(UsageError, match="cannot host ops"):
+        lower(SmallCNN().eval(), (torch.randn(1, 3, 16, 16),), ["lin"], registry=reg, hosted_ops=["lin"])
+    # True means "every backend that can": none here, so nothing is hosted and nothing fails
+    assert lower(SmallCNN().eval(), (torch.randn(1, 3, 16, 16),), ["lin"], registry=reg,
+                 hosted_ops=True).summary().nodes_hosted == 0

@@ -170,3 +170,39 @@ def test_partitions_are_maximal_on_a_chain():
     g = DepGraph([f"n{i}" for i in range(200)], [[i - 1] if i else [] for i in range(200)])
     plan = plan_partitions(g, ["A"], claimer({"A": set(g.names)}))
     assert len(plan.partitions) == 1
+
+
+def _hosting_claimer(accel: set[str], hostable: set[str]):
+    def claim(backend, cands):
+        return Claims(tuple(c for c in cands if c in accel),
+                      tuple(Refusal(c, ReasonCode.OP, "no") for c in cands if c not in accel | hostable),
+                      tuple(c for c in cands if c in hostable))
+    return claim
+
+
+def test_hosted_nodes_merge_neighbouring_partitions_and_are_counted_apart():
+    # a -> h -> b: a and b accelerated, h only hostable
+    g = DepGraph(["a", "h", "b"], [[], [0], [1]])
+    plain = plan_partitions(g, ["k"], claimer({"k": {"a", "b"}}))
+    assert [p.nodes for p in plain.partitions] == [["a"], ["b"]]
+    hosted = plan_partitions(g, ["k"], _hosting_claimer({"a", "b"}, {"h"}), hosting=["k"])
+    assert [(p.nodes, p.hosted) for p in hosted.partitions] == [(["a", "h", "b"], ["h"])]
+
+
+def test_a_partition_of_hosted_nodes_only_is_not_kept_and_says_why():
+    g = DepGraph(["h1", "h2", "x"], [[], [0], [1]])
+    only_hosted = _hosting_claimer(set(), {"h1", "h2"})
+    plan = plan_partitions(g, ["k", "other"], lambda b, c: only_hosted(b, c) if b == "k" else Claims(tuple(c), ()),
+                           hosting=["k"])
+    assert [(p.backend, p.nodes) for p in plan.partitions] == [("other", ["h1", "h2", "x"])]
+    plan = plan_partitions(g, ["k"], _hosting_claimer(set(), {"h1", "h2"}), hosting=["k"])
+    assert plan.partitions == []
+    assert plan.fallback["h1"][-1].code == ReasonCode.HOSTED_ALONE
+
+
+def test_hosted_answers_only_when_the_lowering_asked_for_them():
+    g = DepGraph(["a", "h"], [[], [0]])
+    with pytest.raises(ContractError, match="did not ask for hosted ops"):
+        plan_partitions(g, ["k"], _hosting_claimer({"a"}, {"h"}))
+    with pytest.raises(ContractError, match="hosted and also claimed or refused"):
+        plan_partitions(g, ["k"], lambda b, c: Claims(("a", "h"), (), ("h",)), hosting=["k"])

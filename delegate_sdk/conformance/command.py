@@ -41,13 +41,17 @@ _STYLE = {"PASS": "green", "PASS_PARTIAL": "green", "XFAIL": "yellow", "XPASS": 
                    "'delegate-sdk[ray]'; --jobs defaults to the cluster's CPUs).")
 @click.option("--address", metavar="ADDR", help="The Ray cluster (e.g. ray://head:10001 or auto); default: a "
                                                 "Ray instance started for this run.")
+@click.option("--hosted-ops", is_flag=True,
+              help="Let the plugin run ops its accelerator cannot on its host CPU inside partitions (a lowering "
+                   "option, off by default: conformance certifies the accelerator); hosted nodes never count as a "
+                   "full pass.")
 @click.option("--skip-runtime-checks", is_flag=True,
               help="Skip the runtime contract checks (second call, input mutation, threads, more sizes, fresh "
                    "process): faster numerics iteration, never a certificate (exits 1).")
 def conform(plugin: str, precision: str | None, option_values: tuple[str, ...], suite: str, pattern: str | None,
             jobs: int | None, report_dir: Path | None, seed: int, shard: str | None, timeout: float, strict: bool,
             expectations_path: Path | None, no_bisect: bool, min_pass: int, min_ops: int, executor: str,
-            address: str | None, skip_runtime_checks: bool) -> None:
+            address: str | None, hosted_ops: bool, skip_runtime_checks: bool) -> None:
     """Check that a plugin is faithful to eager PyTorch and keeps the runtime contract.
 
     Runs the op and model corpus (plus the plugin's own cases) through lower -> save -> load -> run in
@@ -89,7 +93,8 @@ def conform(plugin: str, precision: str | None, option_values: tuple[str, ...], 
                                      jobs=jobs, seed=seed, shard=shard, timeout=timeout, strict=strict,
                                      expectations=expectations_path, bisect=not no_bisect, min_pass=min_pass,
                                      min_ops=min_ops, runtime_checks=not skip_runtime_checks, executor=executor,
-                                     address=address, on_plan=on_plan, on_result=on_result)
+                                     address=address, hosted_ops=hosted_ops, on_plan=on_plan,
+                                     on_result=on_result)
     except DelegateSDKError:
         raise  # the CLI group prints it as one line (exit 2 for usage errors, 1 otherwise)
     except ValueError as e:

@@ -39,7 +39,7 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
                     shard: str | tuple[int, int] | None = None, timeout: float | None = 300.0,
                     strict: bool = False, expectations: str | Path | None = None, bisect: bool = True,
                     min_pass: int = 1, min_ops: int = 0, runtime_checks: bool = True,
-                    executor: str = "local", address: str | None = None,
+                    executor: str = "local", address: str | None = None, hosted_ops: bool = False,
                     on_plan: Callable[[list[Unit]], None] | None = None,
                     on_result: Callable[[CaseResult], None] | None = None) -> Report:
     """Run the conformance suite for one plugin and return the report (nothing is printed or written).
@@ -96,11 +96,11 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
     cfg = RunConfig(plugin=plugin, precision=precision, options=options, seed=seed,
                     jobs=jobs if executor == "ray" else max(1, jobs or os.cpu_count() or 1), timeout=timeout,
                     bisect=bisect, suite=suite, precision_spec=spec.to_json(), runtime_checks=runtime_checks,
-                    executor=executor, address=address)
+                    executor=executor, address=address, hosted_ops=hosted_ops)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     by_id = {c.id: c for c in cases}
-    base = repro_command(plugin, precision, options, seed, expectations, timeout)
+    base = repro_command(plugin, precision, options, seed, expectations, timeout, hosted_ops=hosted_ops)
 
     def finish(r: CaseResult) -> None:
         r.raw_outcome = r.outcome
@@ -124,18 +124,21 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
                   seed=seed, started=started, duration_s=time.perf_counter() - t0, cases=results, strict=strict,
                   precision_spec=spec.to_json(), options=options, expectations=source,
                   runtime_checks=runtime_checks, min_pass=min_pass, min_ops=min_ops, executor=where,
+                  hosted_ops=hosted_ops,
                   command=repro_command(plugin, precision, options, seed, expectations, timeout, jobs=jobs,
-                                        pattern=pattern, suite=suite, shard=shard))
+                                        pattern=pattern, suite=suite, shard=shard, hosted_ops=hosted_ops))
 
 
 def repro_command(plugin: str, precision: str, options: dict[str, Any], seed: int,
                   expectations: str | Path | None, timeout: float | None, *, jobs: int | None = 1,
-                  pattern: str | None = None, suite: str = "all", shard: Any = None) -> str:
+                  pattern: str | None = None, suite: str = "all", shard: Any = None, hosted_ops: bool = False) -> str:
     """The ``delegate-sdk conform`` command line of a run (by default: one job, as a rerun of one sample)."""
     parts = ["delegate-sdk", "conform", "--plugin", plugin, "--precision", precision]
     for k, v in sorted(options.items()):
         parts += ["--option", f"{plugin}.{k}={v}"]
     parts += ["--seed", str(seed)]
+    if hosted_ops:
+        parts.append("--hosted-ops")
     if suite != "all":
         parts += ["--suite", suite]
     if shard:

@@ -247,7 +247,8 @@ class GroupRunner:
                 return
             assert lowered is not None
             summary = lowered.summary()
-            totals = {"nodes_total": int(summary.nodes_total), "nodes_delegated": int(summary.nodes_delegated)}
+            totals = {"nodes_total": int(summary.nodes_total), "nodes_delegated": int(summary.nodes_delegated),
+                      "nodes_hosted": int(summary.nodes_hosted)}
             if summary.nodes_delegated == 0:
                 share = (time.perf_counter() - t0) / len(todo)
                 for s in todo:
@@ -313,7 +314,7 @@ class GroupRunner:
 
         try:
             prog = lower(copy.deepcopy(module), example, [self.plugin], options=self._options(),
-                         calibration=calib, dynamic_shapes=dyn)
+                         calibration=calib, dynamic_shapes=dyn, hosted_ops=bool(self.cfg.get("hosted_ops")))
         except FatalRunError:
             raise
         except Exception as e:
@@ -475,6 +476,10 @@ class GroupRunner:
             return _result(case, s, "FAIL_MISMATCH", detail, **common)
         if unit.summary.nodes_delegated < unit.summary.nodes_total:
             return _result(case, s, "PASS_PARTIAL", "fell back to eager: " + _fallback_text(unit.summary), **common)
+        if unit.summary.nodes_hosted:  # right, but not all of it on the accelerator: never a full pass
+            hosted = [n for p in unit.summary.partitions for n in p.hosted]
+            return _result(case, s, "PASS_PARTIAL", f"{len(hosted)} of {unit.summary.nodes_total} node(s) ran hosted "
+                           f"on the backend's CPU, not accelerated: {', '.join(hosted[:6])}", **common)
         return _result(case, s, "PASS", "", **common)
 
     def _second_call(self, unit: _Unit, s: Sample, calls: list[Any], flat_d: list[Any]) -> list[str]:

@@ -49,6 +49,8 @@ class CaseResult:
     stage: str = ""
     #: innermost Python frames of the worker for CRASH / TIMEOUT, most recent first
     stack: list[str] = field(default_factory=list)
+    #: of ``nodes_delegated``, those the backend ran hosted on its CPU (``--hosted-ops``), not accelerated
+    nodes_hosted: int | None = None
     #: runtime contract checks this sample went through
     checks: list[str] = field(default_factory=list)
     #: the outcome before expectations were applied, and the expectation's reason when one matched
@@ -71,6 +73,7 @@ class CaseResult:
         return {"id": self.id, "kind": self.kind, "op": self.op, "outcome": self.outcome,
                 "raw_outcome": self.raw_outcome, "expectation": self.expectation, "detail": self.detail,
                 "stage": self.stage, "nodes_total": self.nodes_total, "nodes_delegated": self.nodes_delegated,
+                "nodes_hosted": self.nodes_hosted,
                 "metrics": _clean(self.metrics), "tolerance": _clean(self.tolerance), "checks": list(self.checks),
                 "inputs": _clean(self.inputs) if self.inputs is not None else None, "repro": self.repro,
                 "stack": list(self.stack), "duration_s": round(float(self.duration_s), 4)}
@@ -82,7 +85,7 @@ class CaseResult:
                    d.get("nodes_total"), d.get("nodes_delegated"), d.get("metrics") or {}, d.get("tolerance") or {},
                    d.get("duration_s", 0.0), d.get("stage", ""), list(d.get("stack") or []),
                    list(d.get("checks") or []), d.get("raw_outcome", ""), d.get("expectation"), d.get("inputs"),
-                   d.get("repro", ""))
+                   d.get("repro", ""), d.get("nodes_hosted"))
 
     @property
     def claimed(self) -> bool:
@@ -120,6 +123,8 @@ class Report:
     min_pass: int = 1
     min_ops: int = 0
     command: str = ""
+    #: the run let the plugin host ops on its CPU (``--hosted-ops``); hosted nodes never count as a full pass
+    hosted_ops: bool = False
     #: where the work ran: {"kind": "local" | "ray", ..., "where": {place: {workers, units, busy_s}}} (timings)
     executor: dict[str, Any] = field(default_factory=dict)
 
@@ -183,7 +188,7 @@ class Report:
                 "precision_spec": self.precision_spec, "options": _clean(self.options), "seed": self.seed,
                 "started": self.started, "duration_s": round(self.duration_s, 3), "command": self.command,
                 "executor": _clean(self.executor),
-                "runtime_checks": self.runtime_checks,
+                "runtime_checks": self.runtime_checks, "hosted_ops": self.hosted_ops,
                 "expectations": self.expectations.to_json() if self.expectations else None,
                 "requirements": {"min_pass": self.min_pass, "min_ops": self.min_ops, "strict": self.strict},
                 "verdict": {"passed": self.passed(), "unexpected": len(self.unexpected()),

@@ -57,11 +57,14 @@ class RunConfig:
     #: where the workers run: "local" processes, or "ray" (a cluster at ``address``, or a local Ray instance)
     executor: str = "local"
     address: str | None = None
+    #: let the plugin host ops on its CPU inside partitions (off: conformance of the accelerator itself)
+    hosted_ops: bool = False
 
     def worker_dict(self, tmpdir: str) -> dict[str, Any]:
         return {"plugin": self.plugin, "precision": self.precision, "precision_spec": self.precision_spec,
                 "options": dict(self.options), "seed": self.seed, "bisect": self.bisect, "suite": self.suite,
                 "tmpdir": tmpdir, "timeout": self.timeout, "runtime_checks": self.runtime_checks,
+                "hosted_ops": self.hosted_ops,
                 "threads": self.threads_per_worker or self._threads()}
 
     def _threads(self) -> int:

@@ -381,8 +381,8 @@ def test_report_json_schema_exactly(tmp_path):
     d = json.loads(paths["json"].read_text())
     assert d["schema"] == SCHEMA == "delegate-sdk/conformance-report/v2"
     assert set(d) == {"schema", "plugin", "sdk_version", "torch_version", "precision", "precision_spec", "options",
-                      "seed", "started", "duration_s", "command", "executor", "runtime_checks", "expectations",
-                      "requirements",
+                      "seed", "started", "duration_s", "command", "executor", "runtime_checks", "hosted_ops",
+                      "expectations", "requirements",
                       "verdict", "summary", "cases"}
     assert set(d["plugin"]) == {"name", "version", "available"}
     assert d["expectations"] == {"source": "p_pkg/expectations.toml", "sha256": "ab" * 32, "entries": 3}
@@ -394,8 +394,8 @@ def test_report_json_schema_exactly(tmp_path):
     assert d["verdict"] == {"passed": False, "unexpected": 1, "problems": []}
     for c in d["cases"]:
         assert set(c) == {"id", "kind", "op", "outcome", "raw_outcome", "expectation", "detail", "stage",
-                          "nodes_total", "nodes_delegated", "metrics", "tolerance", "checks", "inputs", "repro",
-                          "stack", "duration_s"}
+                          "nodes_total", "nodes_delegated", "nodes_hosted", "metrics", "tolerance", "checks",
+                          "inputs", "repro", "stack", "duration_s"}
         assert c["kind"] in ("op", "model")
         assert "max_abs_err" in c["metrics"] and "sqnr_db" in c["metrics"]
     assert d["cases"][2]["metrics"]["max_abs_err"] is None  # NaN never reaches the JSON

@@ -34,8 +34,9 @@ class IRBackend:
     def __init__(self, name: str, ops: set[str] | None = None, *, thread_safe: bool = False,
                  format_version: int = 1, loadable: tuple[int, int] = (1, 1), precisions: tuple[str, ...] = ("fp32",),
                  fail_preprocess: bool = False, slow_execute: float = 0.0, available: bool = True,
-                 fail_claim: bool = False, output_quant: bool = False):
+                 fail_claim: bool = False, output_quant: bool = False, hosts: set[str] | None = None):
         self.name = name
+        self.hosts = hosts  # ops it runs "on its host CPU" when a lowering asks for hosted ops
         self.available = available
         self.fail_claim = fail_claim
         self.output_quant = output_quant
@@ -60,21 +61,23 @@ class IRBackend:
                            default_precision=self.precisions[0], blob_format="dsdk-test-ir",
                            blob_format_version=self.format_version, loadable_format_versions=self.loadable,
                            options=(OptionSpec("level", "int", 1, "a test option", minimum=0, maximum=3),),
-                           thread_safe=self.thread_safe, available=self.available,
+                           thread_safe=self.thread_safe, available=self.available, hosts_ops=bool(self.hosts),
                            unavailable_reason="" if self.available else "needs the TestChip SDK, which is not installed")
 
     @hookimpl
     def claim(self, program: ExportedProgram, nodes: list[torch.fx.Node], options: dict[str, Any]) -> Claims:
         if self.fail_claim:
             raise ValueError("deliberate claim failure")
-        claimed, refused = [], []
+        claimed, refused, hosted = [], [], []
         for n in nodes:
             name = op_name(n)
             if self.ops is None or name in self.ops:
                 claimed.append(n.name)
+            elif options.get("hosted_ops") and self.hosts and name in self.hosts:
+                hosted.append(n.name)
             else:
                 refused.append(Refusal(n.name, ReasonCode.OP, f"{name} is not in {self.name}'s op list"))
-        return Claims(tuple(claimed), tuple(refused))
+        return Claims(tuple(claimed), tuple(refused), tuple(hosted))
 
     @hookimpl
     def preprocess(self, program: ExportedProgram, options: dict[str, Any], calibration: Any) -> CompiledDelegate:

@@ -31,7 +31,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, InputSpec, TensorArgument
 
 from delegate_sdk.errors import ContractError
-from delegate_sdk.types import CompiledDelegate, QuantParams
+from delegate_sdk.types import HOSTED_META, CompiledDelegate, QuantParams
 
 from delegate_sdk_xnnpack import quantize, rewrites
 from delegate_sdk_xnnpack._toolchain import compiler, executorch_version, quiet, runtime_module
@@ -289,8 +289,11 @@ def _lower(ep: ExportedProgram, original: ExportedProgram, *, output_quant: list
         raise LoweringError(f"ExecuTorch XNNPACK lowering failed: {_first_line(e)}") from e
     lowered_ep = edge.exported_program()
     originals = {n.name for n in original.graph.nodes if n.op == "call_function"}
-    _check_all_delegated(lowered_ep, originals)
+    hosted = {n.name for n in original.graph.nodes if n.op == "call_function" and n.meta.get(HOSTED_META)}
+    portable = _check_all_delegated(lowered_ep, originals, hosted)
     op_counts, debug_map = _delegate_contents(lowered_ep, originals)
+    for name, count in portable.items():
+        op_counts[f"portable:{name}"] = count
     try:
         with quiet("xnnpack serialization"):
             pte = bytes(edge.to_executorch().buffer)
@@ -299,17 +302,27 @@ def _lower(ep: ExportedProgram, original: ExportedProgram, *, output_quant: list
     return Lowered(pte=pte, op_counts=op_counts, debug_map=debug_map, output_quant=output_quant)
 
 
-def _check_all_delegated(ep: ExportedProgram, originals: set[str]) -> None:
-    """Everything outside an XNNPACK delegate call would run on ExecuTorch's portable kernels: a claim bug."""
+def _check_all_delegated(ep: ExportedProgram, originals: set[str], hosted: set[str]) -> dict[str, int]:
+    """Everything outside an XNNPACK delegate call runs on ExecuTorch's portable kernels: only nodes claimed as
+    hosted may (else a claim bug). Returns the portable ops by name."""
     tc = compiler()
-    stray = [n for n in ep.graph.nodes if n.op == "call_function"
-             and n.target is not operator.getitem and n.target is not tc.executorch_call_delegate]
+    outside = [n for n in ep.graph.nodes if n.op == "call_function"
+               and n.target is not operator.getitem and n.target is not tc.executorch_call_delegate]
+    portable: dict[str, int] = {}
+    stray = []
+    for n in outside:
+        src = _origin_names(n, originals)
+        if hosted and set(src) <= hosted:  # what ExecuTorch inserts around hosted ops has no origin of its own
+            portable[_short_target(n)] = portable.get(_short_target(n), 0) + 1
+        else:
+            stray.append(n)
     if stray:
         desc = ", ".join(f"{_origin_names(n, originals) or n.name} ({_short_target(n)})" for n in stray[:5])
         more = f" and {len(stray) - 5} more" if len(stray) > 5 else ""
         raise ContractError(backend=BACKEND, stage="preprocess",
                             detail=f"claimed node(s) would run outside XNNPACK on ExecuTorch's portable kernels: "
                                    f"{desc}{more}")
+    return portable
 
 
 def _delegate_contents(ep: ExportedProgram, originals: set[str]) -> tuple[dict[str, int], dict[str, list[str]]]:

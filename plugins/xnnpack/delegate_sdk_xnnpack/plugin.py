@@ -44,6 +44,7 @@ def _info() -> BackendInfo:
         available=available,
         unavailable_reason=reason,
         thread_safe=False,
+        hosts_ops=True,
         description=f"XNNPACK CPU kernels through ExecuTorch {et or '(not installed)'}'s XNNPACK delegate; "
                     "fp32, and int8 static (per-channel weights, per-tensor activations)",
     )
@@ -56,7 +57,12 @@ def describe() -> BackendInfo:
 
 @hookimpl
 def claim(program: ExportedProgram, nodes: list[torch.fx.Node], options: dict[str, Any]) -> Claims:
-    return rules.claim(program, nodes, options)
+    claims = rules.claim(program, nodes, options)
+    if options.get("hosted_ops") and options.get("precision") == "fp32":
+        from delegate_sdk_xnnpack.hosting import with_hosting
+
+        claims = with_hosting(claims, nodes)
+    return claims
 
 
 @hookimpl
