@@ -32,24 +32,32 @@ __all__ = [
 ]
 
 
-def lower(model: Any, example_inputs: tuple[Any, ...], backends: list[str], *,
+def lower(model: Any, example_inputs: Any, backends: list[str], *,
           options: dict[str, dict[str, Any]] | None = None, calibration: Any = None,
-          dynamic_shapes: Any = None, strict: bool = False, **partition_options: Any) -> Program:
-    """Capture ``model``, partition it over ``backends`` (priority order), compile, return a Program."""
+          dynamic_shapes: Any = None, strict: bool = False, example_kwargs: dict[str, Any] | None = None,
+          **partition_options: Any) -> Program:
+    """Capture ``model``, partition it over ``backends`` (priority order), compile, return a Program.
+
+    ``example_inputs`` are the positional arguments (a tuple; one tensor alone is fine) and ``example_kwargs``
+    the keyword arguments, each any pytree of tensors (tuples, lists, dicts, None), as ``torch.export`` takes
+    them; the program is then called the same way. A ``calibration`` sample has the shape of the example
+    inputs (or is a dict of keyword arguments, or an ``(args, kwargs)`` pair). Partitioning options:
+    ``skip_ops``, ``skip_nodes``, ``min_partition_size``, ``hosted_ops``.
+    """
     from delegate_sdk.lowering import lower as _lower
 
     return _lower(model, example_inputs, backends, options=options, calibration=calibration,
-                  dynamic_shapes=dynamic_shapes, strict=strict, **partition_options)
+                  dynamic_shapes=dynamic_shapes, strict=strict, example_kwargs=example_kwargs, **partition_options)
 
 
-def inspect(model: Any, example_inputs: tuple[Any, ...], backends: list[str], *,
+def inspect(model: Any, example_inputs: Any, backends: list[str], *,
             options: dict[str, dict[str, Any]] | None = None, dynamic_shapes: Any = None,
-            **partition_options: Any) -> InspectReport:
+            example_kwargs: dict[str, Any] | None = None, **partition_options: Any) -> InspectReport:
     """Who would take which node, and every backend's reason for each node left to eager. No compilation."""
     from delegate_sdk.lowering import inspect as _inspect
 
     return _inspect(model, example_inputs, backends, options=options, dynamic_shapes=dynamic_shapes,
-                    **partition_options)
+                    example_kwargs=example_kwargs, **partition_options)
 
 
 def load(path: Any) -> Program:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from dataclasses import dataclass, field
 import logging
 import sys
 from collections.abc import Iterable
@@ -31,21 +32,30 @@ def resolve_op(name: str) -> Any:
         raise UsageError(f"no such op: {name}") from None
 
 
+def as_args(example_inputs: Any) -> tuple[Any, ...]:
+    """Positional example inputs as a tuple: a tuple or list is the arguments, anything else one argument."""
+    return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+
+
 def capture(model: Any, example_inputs: tuple[Any, ...] | None, *, dynamic_shapes: Any = None,
-            keep_ops: Iterable[str] = ()) -> ExportedProgram:
-    """Export ``model`` and decompose it to core ATen, keeping ``keep_ops`` whole."""
+            keep_ops: Iterable[str] = (), example_kwargs: dict[str, Any] | None = None) -> ExportedProgram:
+    """Export ``model`` and decompose it to core ATen, keeping ``keep_ops`` whole.
+
+    ``example_inputs`` are the positional arguments and ``example_kwargs`` the keyword arguments, each any
+    pytree of tensors (tuples, lists, dicts, None, Python numbers), as ``torch.export`` takes them.
+    """
     if isinstance(model, ExportedProgram):
         ep = model
     elif isinstance(model, torch.nn.Module):
-        if example_inputs is None:
+        if example_inputs is None and not example_kwargs:
             raise UsageError("example_inputs are required to capture an nn.Module")
-        args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-        for k, a in enumerate(args):
-            if not isinstance(a, torch.Tensor):
-                raise UsageError(f"example input #{k} is a {type(a).__name__}; only tensor inputs are supported")
+        args = as_args(example_inputs) if example_inputs is not None else ()
+        if example_kwargs is not None and not isinstance(example_kwargs, dict):
+            raise UsageError(f"example_kwargs must be a dict of keyword arguments, not {type(example_kwargs).__name__}")
         model = model.eval()
         try:
-            ep = torch.export.export(model, args, dynamic_shapes=dynamic_shapes, strict=False)
+            ep = torch.export.export(model, args, kwargs=dict(example_kwargs or {}), dynamic_shapes=dynamic_shapes,
+                                     strict=False)
         except Exception as e:  # torch.export's own errors are long; keep the first line and say what failed
             raise CaptureError(f"torch.export could not capture {type(model).__name__}: "
                                f"{_first_line(e)}") from e
@@ -71,12 +81,32 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
-def load_model_ref(ref: str) -> tuple[Any, tuple[Any, ...], Any]:
-    """A CLI MODEL argument -> (module or ExportedProgram, example inputs, dynamic_shapes).
+@dataclass
+class ModelRef:
+    """What a CLI MODEL argument names: the model and how it is called."""
 
-    ``path.pt2`` is read with ``torch.export.load``; ``package.module:callable``
-    is imported and called, and must return ``(module, example_inputs)`` or
-    ``(module, example_inputs, dynamic_shapes)``.
+    model: Any  # an nn.Module or an ExportedProgram
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    dynamic_shapes: Any = None
+
+    def __iter__(self) -> Any:  # ``module, inputs, dynamic_shapes = load_model_ref(...)`` keeps working
+        return iter((self.model, self.args, self.dynamic_shapes))
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the model eagerly."""
+        m = self.model.module() if isinstance(self.model, ExportedProgram) else self.model.eval()
+        with torch.no_grad():
+            return m(*args, **kwargs)
+
+
+def load_model_ref(ref: str) -> ModelRef:
+    """A CLI MODEL argument -> the model, its example call and dynamic shapes.
+
+    ``path.pt2`` is read with ``torch.export.load``; ``package.module:callable`` is imported and called, and
+    must return ``(module, example_inputs)``, ``(module, example_inputs, dynamic_shapes)``, or a dict with keys
+    ``model``, ``args`` and optionally ``kwargs`` (keyword arguments, e.g. ``input_ids`` and
+    ``attention_mask`` of a transformers model) and ``dynamic_shapes``.
     """
     if ref.endswith(".pt2") or Path(ref).is_file():
         path = Path(ref)
@@ -86,7 +116,10 @@ def load_model_ref(ref: str) -> tuple[Any, tuple[Any, ...], Any]:
             ep = torch.export.load(str(path))
         except Exception as e:
             raise CaptureError(f"{ref} is not a .pt2 file written by torch.export.save: {_first_line(e)}") from e
-        return ep, example_inputs_of(ep), None
+        stored = getattr(ep, "example_inputs", None)
+        if stored is not None and isinstance(stored, tuple) and len(stored) == 2:
+            return ModelRef(ep, tuple(stored[0]), dict(stored[1] or {}))
+        return ModelRef(ep, example_inputs_of(ep))
     if ":" not in ref:
         raise UsageError(f"MODEL must be a .pt2 file or package.module:callable, got {ref!r}")
     mod_name, _, attr = ref.partition(":")
@@ -102,11 +135,19 @@ def load_model_ref(ref: str) -> tuple[Any, tuple[Any, ...], Any]:
         made = obj()
     except Exception as e:
         raise CaptureError(f"{ref}() raised {_first_line(e)}") from e
+    if isinstance(made, dict):
+        unknown = set(made) - {"model", "args", "kwargs", "dynamic_shapes"}
+        if "model" not in made or unknown:
+            raise UsageError(f"{ref}() returned a dict: it needs 'model' and may have 'args', 'kwargs', "
+                             f"'dynamic_shapes'{f' (not {sorted(unknown)})' if unknown else ''}")
+        kwargs = made.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise UsageError(f"{ref}(): 'kwargs' must be a dict of keyword arguments")
+        return ModelRef(made["model"], as_args(made.get("args", ())), dict(kwargs), made.get("dynamic_shapes"))
     if not isinstance(made, tuple) or len(made) not in (2, 3):
-        raise UsageError(f"{ref}() must return (module, example_inputs) or (module, example_inputs, dynamic_shapes)")
-    module, inputs = made[0], made[1]
-    inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-    return module, inputs, made[2] if len(made) == 3 else None
+        raise UsageError(f"{ref}() must return (module, example_inputs), (module, example_inputs, dynamic_shapes) "
+                         "or a dict with model, args, kwargs, dynamic_shapes")
+    return ModelRef(made[0], as_args(made[1]), {}, made[2] if len(made) == 3 else None)
 
 
 def example_inputs_of(ep: ExportedProgram) -> tuple[torch.Tensor, ...]:

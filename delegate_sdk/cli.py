@@ -118,8 +118,10 @@ def inspect_cmd(model: str, backends: str, options: tuple[str, ...], skip_ops: s
     import delegate_sdk.lowering as lw
     from delegate_sdk.capture import load_model_ref
 
-    mod, inputs, dyn = load_model_ref(model)
+    ref = load_model_ref(model)
+    mod, inputs, dyn = ref
     report = lw.inspect(mod, inputs, _backends_arg(backends), options=_options(options), dynamic_shapes=dyn,
+                        example_kwargs=ref.kwargs or None,
                         skip_ops=[s for s in skip_ops.split(",") if s], min_partition_size=min_partition_size,
                         estimate=estimate, hosted_ops=hosted_ops)
     if as_json:
@@ -160,13 +162,6 @@ def _ops_short(ops: list[str]) -> str:
     return ", ".join(short[:8]) + (f" (+{len(short) - 8})" if len(short) > 8 else "")
 
 
-def _random_inputs(specs: list[Any], seed: int) -> tuple[Any, ...]:
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    return tuple(s.example(gen) for s in specs)
-
-
 @main.command()
 @click.argument("model")
 @click.option("--backends", "backends", required=True, help="Backends in priority order, e.g. qnn,xnnpack.")
@@ -186,19 +181,21 @@ def lower(model: str, backends: str, output: str, options: tuple[str, ...], cali
     """Lower MODEL onto BACKENDS and write a single-file artifact."""
     import delegate_sdk.lowering as lw
     from delegate_sdk.capture import capture, load_model_ref
-    from delegate_sdk.signature import input_signature
+    from delegate_sdk.signature import input_signature, random_call
 
-    mod, inputs, dyn = load_model_ref(model)
+    ref = load_model_ref(model)
+    mod, inputs, dyn = ref
+    ep = capture(mod, inputs, dynamic_shapes=dyn, example_kwargs=ref.kwargs or None)
+    specs, in_spec = input_signature(ep), lw._in_spec(ep)
     if calibration_file:
-        calib = [tuple(x[i] for x in _read_inputs(calibration_file)) for i in range(len(_read_inputs(
-            calibration_file)[0]))]
+        tensors = _read_inputs(calibration_file)
+        calib = [_call_from_tensors([x[i] for x in tensors], specs, in_spec) for i in range(len(tensors[0]))]
     else:
-        specs = input_signature(capture(mod, inputs, dynamic_shapes=dyn))
-        calib = [_random_inputs(specs, seed) for seed in range(calibration_samples)]
+        calib = [random_call(specs, in_spec, seed) for seed in range(calibration_samples)]
     t0 = time.perf_counter()
     prog = lw.lower(mod, inputs, _backends_arg(backends), options=_options(options), calibration=calib,
                     dynamic_shapes=dyn, strict=strict, skip_ops=[s for s in skip_ops.split(",") if s],
-                    min_partition_size=min_partition_size, hosted_ops=hosted_ops)
+                    min_partition_size=min_partition_size, hosted_ops=hosted_ops, example_kwargs=ref.kwargs or None)
     prog.save(output)
     s = prog.summary()
     hosted = f" ({s.nodes_hosted} hosted on a backend's CPU)" if s.nodes_hosted else ""
@@ -220,6 +217,19 @@ def _print_summary(s: Any) -> None:
         console.print(f"{len(s.fallback)} node(s) on eager PyTorch: "
                       + ", ".join(f"{f.node} ({f.op.split('.')[1] if f.op.count('.') >= 2 else f.op})"
                                   for f in s.fallback[:12]) + (" ..." if len(s.fallback) > 12 else ""))
+
+
+def _call_from_tensors(tensors: list[Any], specs: list[Any], in_spec: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """(args, kwargs) from the program's tensor inputs in order (its constant inputs filled in)."""
+    from delegate_sdk.signature import unflatten_call
+
+    it = iter(tensors)
+    try:
+        leaves = [s.value if s.constant else next(it) for s in specs]
+    except StopIteration:
+        n = sum(1 for s in specs if not s.constant)
+        raise UsageError(f"the inputs file holds {len(tensors)} tensor(s); the program takes {n}") from None
+    return unflatten_call(leaves, in_spec)
 
 
 def _read_inputs(path: str) -> list[Any]:
@@ -262,12 +272,15 @@ def run(artifact: str, inputs_file: str | None, check_model: str | None, repeat:
     from delegate_sdk.metrics import compare
 
     prog = delegate_sdk.load(artifact)
-    inputs = tuple(_read_inputs(inputs_file)) if inputs_file else _random_inputs(prog.input_specs, seed)
-    out = prog(*inputs)
+    if inputs_file:
+        args, kwargs = _call_from_tensors(_read_inputs(inputs_file), prog.input_specs, prog._in_spec)
+    else:
+        args, kwargs = prog.example_call(seed)
+    out = prog(*args, **kwargs)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        prog(*inputs)
+        prog(*args, **kwargs)
         times.append(time.perf_counter() - t0)
     flat = [t for t in pytree.tree_leaves(out)]
     result: dict[str, Any] = {
@@ -278,10 +291,7 @@ def run(artifact: str, inputs_file: str | None, check_model: str | None, repeat:
     if check_model:
         from delegate_sdk.capture import load_model_ref
 
-        mod, _, _ = load_model_ref(check_model)
-        with torch.no_grad():
-            ref = mod.module()(*inputs) if hasattr(mod, "module") and not isinstance(mod, torch.nn.Module) \
-                else mod.eval()(*inputs)
+        ref = load_model_ref(check_model).call(*args, **kwargs)
         result["check"] = [m.to_json() for m in compare(flat, pytree.tree_leaves(ref))]
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -13,8 +13,8 @@ import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
-from delegate_sdk.capture import capture
-from delegate_sdk.errors import ContractError, FallbackError, PluginError, UsageError
+from delegate_sdk.capture import as_args, capture
+from delegate_sdk.errors import ContractError, FallbackError, InputError, PluginError, UsageError
 from delegate_sdk.graph_ir import build_outer_graph
 from delegate_sdk.inspect_report import InspectReport, NodePlacement, PartitionPlanInfo
 from delegate_sdk.options import validate_options
@@ -22,7 +22,7 @@ from delegate_sdk.partition import PartitionPlan, plan_partitions
 from delegate_sdk.program import FallbackNode, Program, _Parts
 from delegate_sdk.registry import Backend, Registry, default_registry
 from delegate_sdk.runtime import DelegateRecord
-from delegate_sdk.signature import input_signature
+from delegate_sdk.signature import flat_spec, flatten_call, input_signature
 from delegate_sdk.subgraph import Subgraph, build_dep_graph, extract
 from delegate_sdk.support import op_name
 from delegate_sdk.types import CompiledDelegate, ReasonCode, TensorSpec
@@ -39,6 +39,8 @@ class _Session:
     options: dict[str, dict[str, Any]]
     plan: PartitionPlan
     nodes: dict[str, torch.fx.Node]
+    #: the example call's leaves, in the order the program takes them
+    example: list[Any]
 
 
 def _hosting(hosted_ops: bool | Iterable[str], chosen: list[Backend], infos: list[Any]) -> set[str]:
@@ -59,7 +61,8 @@ def _hosting(hosted_ops: bool | Iterable[str], chosen: list[Backend], infos: lis
 
 def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict[str, dict[str, Any]] | None,
              dynamic_shapes: Any, registry: Registry, skip_ops: Iterable[str], skip_nodes: Iterable[str],
-             min_partition_size: int, hosted_ops: bool | Iterable[str] = False) -> _Session:
+             min_partition_size: int, hosted_ops: bool | Iterable[str] = False,
+             example_kwargs: dict[str, Any] | None = None) -> _Session:
     if isinstance(backends, str):
         backends = [b.strip() for b in backends.split(",") if b.strip()]
     if not backends:
@@ -80,8 +83,10 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
         if info.hosts_ops:  # only plugins that can host see the key
             opts[b.name]["hosted_ops"] = b.name in hosting
     keep_ops = sorted({op for info in infos for op in info.keep_ops})
-    ep = capture(model, example_inputs, dynamic_shapes=dynamic_shapes, keep_ops=keep_ops)
+    ep = capture(model, example_inputs, dynamic_shapes=dynamic_shapes, keep_ops=keep_ops,
+                 example_kwargs=example_kwargs)
     _reject_mutations(ep)
+    example = _leaves(ep, example_inputs, example_kwargs)
     dep, nodes = build_dep_graph(ep, skip_ops=skip_ops, skip_nodes=skip_nodes)
     by_name = {n.name: n for n in nodes}
 
@@ -99,7 +104,21 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
 
     plan = plan_partitions(dep, [b.name for b in chosen], claim, min_partition_size=min_partition_size,
                            hosting=hosting)
-    return _Session(ep, chosen, opts, plan, by_name)
+    return _Session(ep, chosen, opts, plan, by_name, example)
+
+
+def _in_spec(ep: ExportedProgram) -> pytree.TreeSpec:
+    n = sum(1 for sp in ep.graph_signature.input_specs if sp.kind == InputKind.USER_INPUT)
+    return ep.call_spec.in_spec if ep.call_spec.in_spec is not None else flat_spec(n)
+
+
+def _leaves(ep: ExportedProgram, args: Any, kwargs: dict[str, Any] | None) -> list[Any]:
+    """The leaves of one call, in the program's order (for an ExportedProgram given without inputs: its own)."""
+    if args is None and kwargs is None:
+        from delegate_sdk.capture import example_inputs_of
+
+        args = example_inputs_of(ep)
+    return flatten_call(as_args(args) if args is not None else (), dict(kwargs or {}), _in_spec(ep))
 
 
 def _fingerprint(ep: ExportedProgram) -> tuple[Any, ...]:
@@ -152,18 +171,18 @@ def inspect(model: Any, example_inputs: Any, backends: list[str], *,
             options: dict[str, dict[str, Any]] | None = None, dynamic_shapes: Any = None,
             skip_ops: Iterable[str] = (), skip_nodes: Iterable[str] = (), min_partition_size: int = 1,
             estimate: bool = False, calibration: Any = None, registry: Registry | None = None,
-            hosted_ops: bool | Iterable[str] = False) -> InspectReport:
+            hosted_ops: bool | Iterable[str] = False, example_kwargs: dict[str, Any] | None = None) -> InspectReport:
     """Who would take which node and why not. ``estimate=True`` also compiles each partition to report the
     toolchain's performance estimate (``perf``) where the plugin gives one. ``hosted_ops``: let backends that
     can (``BackendInfo.hosts_ops``; True for all of them, or their names) run refused ops on their host CPU
     inside their partitions, so that partitions merge; such nodes are counted apart."""
     registry = registry or default_registry()
     s = _prepare(model, example_inputs, backends, options, dynamic_shapes, registry, skip_ops, skip_nodes,
-                 min_partition_size, hosted_ops)
+                 min_partition_size, hosted_ops, example_kwargs)
     placements, _ = _placements(s)
     perfs: dict[str, Any] = {}
     if estimate and s.plan.partitions:
-        compiled, _ = _compile_all(s, example_inputs, calibration)
+        compiled, _ = _compile_all(s, calibration)
         perfs = {pid: cd.perf for pid, (cd, _sub) in compiled.items()}
     parts = [PartitionPlanInfo(p.id, p.backend, p.nodes, sorted({op_name(s.nodes[n]) for n in p.nodes}),
                                perfs.get(p.id), list(p.hosted)) for p in s.plan.partitions]
@@ -174,17 +193,18 @@ def lower(model: Any, example_inputs: Any, backends: list[str], *,
           options: dict[str, dict[str, Any]] | None = None, calibration: Any = None, dynamic_shapes: Any = None,
           strict: bool = False, skip_ops: Iterable[str] = (), skip_nodes: Iterable[str] = (),
           min_partition_size: int = 1, registry: Registry | None = None,
-          hosted_ops: bool | Iterable[str] = False) -> Program:
+          hosted_ops: bool | Iterable[str] = False, example_kwargs: dict[str, Any] | None = None) -> Program:
+    """Capture, partition and compile; see :func:`delegate_sdk.lower`."""
     registry = registry or default_registry()
     s = _prepare(model, example_inputs, backends, options, dynamic_shapes, registry, skip_ops, skip_nodes,
-                 min_partition_size, hosted_ops)
+                 min_partition_size, hosted_ops, example_kwargs)
     if strict:
         _check_strict(s)
-    compiled, subgraphs = _compile_all(s, example_inputs, calibration)
+    compiled, subgraphs = _compile_all(s, calibration)
     return _assemble(s, compiled, subgraphs, registry)
 
 
-def _compile_all(s: _Session, example_inputs: Any, calibration: Any
+def _compile_all(s: _Session, calibration: Any
                  ) -> tuple[dict[str, tuple[CompiledDelegate, Subgraph]], dict[str, Subgraph]]:
     subgraphs = {p.id: extract(s.ep, p.nodes, hosted=p.hosted) for p in s.plan.partitions}
     infos = {b.name: b.info() for b in s.backends}
@@ -192,7 +212,7 @@ def _compile_all(s: _Session, example_inputs: Any, calibration: Any
                  if infos[p.backend].precision(s.options[p.backend]["precision"]).quantized}
     calib: dict[str, list[tuple[torch.Tensor, ...]]] = {}
     if quantized:
-        samples = _calibration_samples(calibration, example_inputs)
+        samples = _calibration_samples(calibration, s)
         wanted = {pid: subgraphs[pid].inputs for pid in quantized}
         calib = capture_boundaries(s.ep, samples, wanted)
     compiled: dict[str, tuple[CompiledDelegate, Subgraph]] = {}
@@ -240,16 +260,34 @@ def _check_compiled(backend: str, pid: str, cd: Any, sub: Subgraph, quantized: b
                                                    "output's QuantParams (None for float outputs)", pid)
 
 
-def _calibration_samples(calibration: Any, example_inputs: Any) -> list[tuple[torch.Tensor, ...]]:
+def _calibration_samples(calibration: Any, s: _Session) -> list[tuple[Any, ...]]:
+    """Each calibration sample as the program's leaves. A sample is what the example inputs were: the positional
+    arguments (a tuple, or one tensor), or, for a model that takes keywords, a dict of them or an
+    ``(args, kwargs)`` pair."""
     if calibration is None:
         log.warning("quantized precision but no calibration data; calibrating on the example inputs only")
-        return [tuple(example_inputs)]
+        return [tuple(s.example)]
+    spec = _in_spec(s.ep)
     samples = []
     for k, sample in enumerate(calibration):
-        sample = tuple(sample) if isinstance(sample, (tuple, list)) else (sample,)
-        if not all(isinstance(t, torch.Tensor) for t in sample):
-            raise UsageError(f"calibration sample #{k} must be a tuple of tensors")
-        samples.append(sample)
+        tries: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        if isinstance(sample, dict):
+            tries.append(((), sample))
+        if (isinstance(sample, (tuple, list)) and len(sample) == 2 and isinstance(sample[1], dict)
+                and isinstance(sample[0], (tuple, list))):
+            tries.append((tuple(sample[0]), sample[1]))
+        tries.append((as_args(sample), {}))
+        leaves = None
+        problem = ""
+        for args, kwargs in tries:
+            try:
+                leaves = flatten_call(args, kwargs, spec)
+                break
+            except InputError as e:
+                problem = problem or str(e)
+        if leaves is None:
+            raise UsageError(f"calibration sample #{k} does not have the structure of the example inputs: {problem}")
+        samples.append(tuple(leaves))
     if not samples:
         raise UsageError("calibration is empty")
     return samples
@@ -325,7 +363,8 @@ def _assemble(s: _Session, compiled: dict[str, tuple[CompiledDelegate, Subgraph]
     graph.weights = list(weights)
     parts = _Parts(graph, records, blobs, weights, input_signature(ep),
                    _storable_spec(ep.call_spec.out_spec), _fallback_nodes(s),
-                   s.plan.nodes_total - sum(1 for r in s.plan.fallback.values() if _is_host(r)))
+                   s.plan.nodes_total - sum(1 for r in s.plan.fallback.values() if _is_host(r)),
+                   in_spec=_storable_in_spec(_in_spec(ep)))
     return Program(parts, registry, {pid: sg.program for pid, sg in subgraphs.items()})
 
 
@@ -351,6 +390,14 @@ def _storable_spec(spec: pytree.TreeSpec) -> str:
     except (NotImplementedError, TypeError, ValueError) as e:
         raise UsageError(f"the model's output structure cannot be stored ({e}); return tensors, tuples, lists "
                          "or dicts of them") from None
+
+
+def _storable_in_spec(spec: pytree.TreeSpec) -> str:
+    try:
+        return pytree.treespec_dumps(spec)
+    except (NotImplementedError, TypeError, ValueError) as e:
+        raise UsageError(f"the model's input structure cannot be stored ({e}); take tensors (or numbers) in "
+                         "tuples, lists or dicts") from None
 
 
 def _referenced(graph: Any) -> set[str]:

@@ -34,7 +34,7 @@ from delegate_sdk.errors import (
 from delegate_sdk.graph_ir import OuterGraph
 from delegate_sdk.registry import Registry, default_registry
 from delegate_sdk.runtime import DelegateCall, DelegateRecord, DelegateRuntime, ProgramRuntime
-from delegate_sdk.signature import InputSpec
+from delegate_sdk.signature import InputSpec, flat_spec, flatten_call, random_call
 from delegate_sdk.types import Refusal
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,8 @@ class _Parts:
     fallback: list[FallbackNode]
     nodes_total: int
     versions: dict[str, str] = field(default_factory=dict)
+    #: the input tree ``(args, kwargs)`` as ``torch.utils._pytree.treespec_dumps`` JSON ("" before v2: flat)
+    in_spec: str = ""
 
 
 class Program:
@@ -112,6 +114,9 @@ class Program:
         self._subprograms = subprograms or {}
         self._out_spec = pytree.treespec_loads(parts.out_spec)
         self._unflatten = _fast_unflatten(self._out_spec)
+        self._in_spec = pytree.treespec_loads(parts.in_spec) if parts.in_spec else flat_spec(len(parts.inputs))
+        # a call with the program's tensors as positional arguments needs no pytree walk
+        self._flat_positional = self._in_spec == flat_spec(len(parts.inputs))
         runtimes: list[DelegateRuntime] = []
         try:
             for rec, blob in zip(parts.records, parts.blobs):
@@ -123,17 +128,31 @@ class Program:
         self._runtime = ProgramRuntime(parts.graph, runtimes, parts.weights, parts.inputs)
 
     # ------------------------------------------------------------ running
-    def __call__(self, *inputs: Any) -> Any:
-        return self._unflatten(self._runtime.run(inputs))
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the program as the model is called: the same positional and keyword arguments (any pytree)."""
+        if self._flat_positional and not kwargs:
+            return self._unflatten(self._runtime.run(args))
+        return self._unflatten(self._runtime.run(tuple(flatten_call(args, kwargs, self._in_spec))))
 
-    def trace(self, *inputs: Any) -> tuple[list[Any], dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]]]:
+    def flatten_inputs(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """The leaves of a call, in the order the program takes them (InputError naming a structure mismatch)."""
+        if self._flat_positional and not kwargs:
+            return args
+        return tuple(flatten_call(args, kwargs, self._in_spec))
+
+    def example_call(self, seed: int = 0) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Seeded ``(args, kwargs)`` that fit the program's inputs."""
+        return random_call(self._parts.inputs, self._in_spec, seed)
+
+    def trace(self, *args: Any, **kwargs: Any) -> tuple[list[Any], dict[str, tuple[list[torch.Tensor],
+                                                                                   list[torch.Tensor]]]]:
         """Flat outputs plus, per partition id, the tensors that crossed its boundary in this call."""
-        return self._runtime.trace(inputs)
+        return self._runtime.trace(self.flatten_inputs(*args, **kwargs))
 
-    def trace_calls(self, *inputs: Any) -> tuple[list[Any], list[DelegateCall]]:
+    def trace_calls(self, *args: Any, **kwargs: Any) -> tuple[list[Any], list[DelegateCall]]:
         """Flat outputs plus every delegate call of this run, in order, each with a copy of its inputs from
         just before the call (conformance checks that plugins neither modify inputs nor reuse outputs)."""
-        return self._runtime.trace_calls(inputs)
+        return self._runtime.trace_calls(self.flatten_inputs(*args, **kwargs))
 
     def reference(self, partition_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor] | None:
         """The plugin's trusted CPU reference for a partition (``reference_execute``), if it has one."""
@@ -191,7 +210,7 @@ class Program:
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "sdk_version": delegate_sdk.__version__, "torch_version": torch.__version__,
             "plugins": {rec.backend: rec.plugin_version for rec in p.records},
-            "inputs": [s.to_json() for s in p.inputs], "out_spec": p.out_spec,
+            "inputs": [s.to_json() for s in p.inputs], "out_spec": p.out_spec, "in_spec": p.in_spec,
             "nodes_total": p.nodes_total,
             "partitions": [rec.to_json() for rec in p.records],
             "fallback": [f.to_json() for f in p.fallback],
@@ -296,12 +315,20 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Prog
         fallback = [FallbackNode.from_json(f) for f in manifest.get("fallback", [])]
         blobs = [data[f"blobs/{r.id}.bin"] for r in records]
         out_spec = str(manifest["out_spec"])
+        in_spec = str(manifest.get("in_spec", ""))
         nodes_total = int(manifest.get("nodes_total", 0))
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactCorruptError(f"{path}: manifest is malformed ({type(e).__name__}: {e})") from None
     for rec in records:
         _check_backend(registry, rec, path)
-    parts = _Parts(graph, records, blobs, weights, inputs, out_spec, fallback, nodes_total)
+    try:
+        pytree.treespec_loads(out_spec)
+        if in_spec:
+            pytree.treespec_loads(in_spec)
+    except Exception as e:  # whatever a malformed tree spec makes torch raise
+        raise ArtifactCorruptError(f"{path}: the input/output structure is malformed ({type(e).__name__}: "
+                                   f"{e})") from None
+    parts = _Parts(graph, records, blobs, weights, inputs, out_spec, fallback, nodes_total, in_spec=in_spec)
     return Program(parts, registry)
 
 

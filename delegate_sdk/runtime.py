@@ -195,7 +195,7 @@ class ProgramRuntime:
 
     def run(self, inputs: tuple[Any, ...]) -> list[Any]:
         self._validate(inputs)
-        if any(t.requires_grad for t in inputs):
+        if any(getattr(t, "requires_grad", False) for t in inputs):
             with torch.no_grad():
                 return self._run_graph(*inputs, *self._tail)
         return self._run_graph(*inputs, *self._tail)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind
 
@@ -40,23 +41,47 @@ class Dim:
         return f"{self.symbol}∈[{self.min},{hi}]"
 
 
+#: Python values an exported program may be specialised on (``torch.export`` bakes them in)
+_CONSTANT_TYPES = (int, float, bool, str, type(None))
+
+
 @dataclass(frozen=True)
 class InputSpec:
+    """One leaf of a program's inputs: a tensor (dtype and dims), or a Python constant the export was
+    specialised on (``constant=True``, ``value``). ``path`` says where the leaf sits in what the caller passes:
+    ``args[0]``, ``args[1]['b']``, ``kwargs['attention_mask']``."""
+
     name: str
     dtype: str
     dims: tuple[Dim, ...]
+    path: str = ""
+    constant: bool = False
+    value: Any = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "dims": [d.to_json() for d in self.dims]}
+        d: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "dims": [x.to_json() for x in self.dims],
+                             "path": self.path}
+        if self.constant:
+            d.update(constant=True, value=self.value)
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> InputSpec:
-        return cls(d["name"], d["dtype"], tuple(Dim.from_json(x) for x in d["dims"]))
+        return cls(d["name"], d["dtype"], tuple(Dim.from_json(x) for x in d["dims"]), d.get("path", ""),
+                   bool(d.get("constant", False)), d.get("value"))
+
+    @property
+    def where(self) -> str:
+        return self.path or self.name
 
     def describe(self) -> str:
+        if self.constant:
+            return f"the constant {self.value!r}"
         return f"{self.dtype}[{', '.join(str(d) for d in self.dims)}]"
 
-    def example(self, gen: torch.Generator) -> torch.Tensor:
+    def example(self, gen: torch.Generator) -> Any:
+        if self.constant:
+            return self.value
         shape = [d.size if d.symbol is None else max(d.min, 2) for d in self.dims]
         dtype = getattr(torch, self.dtype)
         if dtype.is_floating_point:
@@ -90,18 +115,38 @@ def tensor_dims(ep: ExportedProgram, val: torch.Tensor) -> tuple[Dim, ...]:
     return tuple(dims)
 
 
-def input_signature(ep: ExportedProgram) -> list[InputSpec]:
-    """The user inputs of ``ep`` in call order."""
-    by_name = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+def leaf_paths(spec: pytree.TreeSpec) -> list[str]:
+    """``args[0]``, ``args[1]['b']``, ``kwargs['mask']``: where each leaf of an ``(args, kwargs)`` tree sits."""
+    dummy = pytree.tree_unflatten(list(range(spec.num_leaves)), spec)
     out = []
-    for spec in ep.graph_signature.input_specs:
-        if spec.kind != InputKind.USER_INPUT:
+    for path, _ in pytree.tree_flatten_with_path(dummy)[0]:
+        if len(path) >= 2 and isinstance(path[0], pytree.SequenceKey) and path[0].idx in (0, 1):
+            head = "args" if path[0].idx == 0 else "kwargs"
+            out.append(head + pytree.keystr(path[1:]))
+        else:
+            out.append("inputs" + pytree.keystr(path))
+    return out
+
+
+def input_signature(ep: ExportedProgram) -> list[InputSpec]:
+    """The user inputs of ``ep`` in call order (the leaves of its ``(args, kwargs)`` input tree)."""
+    by_name = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    in_spec = ep.call_spec.in_spec
+    paths = leaf_paths(in_spec) if in_spec is not None else []
+    out = []
+    user = [s for s in ep.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    for k, spec in enumerate(user):
+        path = paths[k] if k < len(paths) else ""
+        node = by_name.get(spec.arg.name)
+        val = node.meta.get("val") if node is not None else getattr(spec.arg, "value", None)
+        if isinstance(val, torch.Tensor):
+            out.append(InputSpec(spec.arg.name, str(val.dtype).removeprefix("torch."), tensor_dims(ep, val), path))
             continue
-        node = by_name[spec.arg.name]
-        val = node.meta.get("val")
-        if not isinstance(val, torch.Tensor):
-            raise InputError(f"input {spec.arg.name!r} is a {type(val).__name__}; only tensor inputs are supported")
-        out.append(InputSpec(spec.arg.name, str(val.dtype).removeprefix("torch."), tensor_dims(ep, val)))
+        value = getattr(spec.arg, "value", val)
+        if not isinstance(value, _CONSTANT_TYPES):
+            raise InputError(f"input {path or spec.arg.name} is a {type(value).__name__}; inputs must be tensors, "
+                             "or Python numbers, strings, booleans or None (in tuples, lists and dicts)")
+        out.append(InputSpec(spec.arg.name, type(value).__name__, (), path, True, value))
     return out
 
 
@@ -110,7 +155,7 @@ class InputValidator:
 
     def __init__(self, specs: list[InputSpec]):
         self.specs = specs
-        self._static = all(d.symbol is None for s in specs for d in s.dims)
+        self._static = all(d.symbol is None for s in specs for d in s.dims) and not any(s.constant for s in specs)
         self._want = [(getattr(torch, s.dtype), torch.Size(d.size for d in s.dims)) for s in specs] \
             if self._static else []
 
@@ -131,7 +176,12 @@ def validate_inputs(specs: list[InputSpec], inputs: tuple[Any, ...]) -> None:
         raise InputError(f"expected {len(specs)} input(s) ({names}), got {len(inputs)}")
     bound: dict[str, tuple[int, str]] = {}
     for k, (spec, x) in enumerate(zip(specs, inputs)):
-        where = f"input #{k} {spec.name!r}"
+        where = f"input {spec.path} ({spec.name!r})" if spec.path else f"input #{k} {spec.name!r}"
+        if spec.constant:
+            if type(x) is not type(spec.value) or x != spec.value:
+                raise InputError(f"{where}: the program was exported with {spec.value!r} here and is specialised "
+                                 f"on it; got {x!r} (re-lower the model with the value you need)")
+            continue
         if not isinstance(x, torch.Tensor):
             raise InputError(f"{where}: expected a tensor {spec.describe()}, got {type(x).__name__}")
         dt = str(x.dtype).removeprefix("torch.")
@@ -153,3 +203,56 @@ def validate_inputs(specs: list[InputSpec], inputs: tuple[Any, ...]) -> None:
                 raise InputError(f"{where}: dim {i} is {size} but {d.symbol} was {bound[d.symbol][0]} in "
                                  f"{bound[d.symbol][1]}; they must be equal")
             bound.setdefault(d.symbol, (size, where))
+
+
+# ---------------------------------------------------------------- calling a program as the model is called
+
+
+def flat_spec(n: int) -> pytree.TreeSpec:
+    """The input tree of a program called with ``n`` positional leaves and no keywords (artifacts before v2)."""
+    return pytree.tree_flatten((tuple(range(n)), {}))[1]
+
+
+def _ordered(kwargs: dict[str, Any], spec: pytree.TreeSpec) -> dict[str, Any]:
+    """``kwargs`` in the key order of the exported tree (callers may pass keywords in any order)."""
+    try:
+        kw_spec = spec.child(1)
+    except (IndexError, AttributeError):
+        return kwargs
+    keys = list(kw_spec.context or []) if kw_spec.type is dict else []
+    if set(keys) == set(kwargs):
+        return {k: kwargs[k] for k in keys}
+    return kwargs
+
+
+def flatten_call(args: tuple[Any, ...], kwargs: dict[str, Any], spec: pytree.TreeSpec) -> list[Any]:
+    """The leaves of a call ``program(*args, **kwargs)`` in the order the program takes them; InputError naming
+    the first place where the call's structure differs from the exported one."""
+    leaves, got = pytree.tree_flatten((tuple(args), _ordered(dict(kwargs), spec)))
+    if got != spec:
+        raise InputError(structure_error(spec, got))
+    return leaves
+
+
+def structure_error(want: pytree.TreeSpec, got: pytree.TreeSpec) -> str:
+    expected, actual = leaf_paths(want), leaf_paths(got)
+    missing = [p for p in expected if p not in actual]
+    extra = [p for p in actual if p not in expected]
+    shown = ", ".join(expected[:8]) + (" ..." if len(expected) > 8 else "")
+    if missing:
+        return f"input {missing[0]} is missing (the program takes {shown})"
+    if extra:
+        return f"unexpected input {extra[0]} (the program takes {shown})"
+    return (f"the inputs have the program's leaves ({shown}) in other containers than at export (a list for a "
+            "tuple, say); pass them as the model was exported with")
+
+
+def unflatten_call(leaves: list[Any], spec: pytree.TreeSpec) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    args, kwargs = pytree.tree_unflatten(list(leaves), spec)
+    return tuple(args), dict(kwargs)
+
+
+def random_call(specs: list[InputSpec], spec: pytree.TreeSpec, seed: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Seeded inputs that fit the program: (args, kwargs) for ``program(*args, **kwargs)``."""
+    gen = torch.Generator().manual_seed(seed)
+    return unflatten_call([s.example(gen) for s in specs], spec)

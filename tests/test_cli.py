@@ -100,3 +100,17 @@ def test_run_corrupt_artifact(tmp_path):
     p.write_bytes(b"PK\x03\x04garbage")
     r = cli("run", str(p))
     assert r.returncode == 1 and "corrupt or truncated" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_model_called_with_keywords_lowers_and_runs_from_the_cli(tmp_path):
+    out = tmp_path / "kw.dsdk"
+    r = cli("lower", "dsdk_test_plugins.models:keyword_net", "--backends", "lin,elem", "-o", str(out),
+            "--calibration-samples", "2")
+    assert r.returncode == 0, r.stderr
+    r = cli("run", str(out), "--check", "dsdk_test_plugins.models:keyword_net", "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert [o["shape"] for o in res["outputs"]] == [[2, 4, 8], [2, 8]]
+    assert all(m["sqnr_db"] is None or m["sqnr_db"] > 100 for m in res["check"])
+    r = cli("inspect", "dsdk_test_plugins.models:keyword_net", "--backends", "lin,elem", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["nodes_delegated"] > 0, r.stderr

@@ -11,6 +11,7 @@ from delegate_sdk.errors import (
     BackendUnavailableError,
     ContractError,
     FallbackError,
+    InputError,
     OptionError,
     PluginError,
     UnknownBackendError,
@@ -309,3 +310,64 @@ def test_hosted_ops_for_a_backend_that_cannot_host_is_a_usage_error(two):
     # True means "every backend that can": none here, so nothing is hosted and nothing fails
     assert lower(SmallCNN().eval(), (torch.randn(1, 3, 16, 16),), ["lin"], registry=reg,
                  hosted_ops=True).summary().nodes_hosted == 0
+
+
+class _HFStyle(torch.nn.Module):
+    """Takes what a transformers model takes: keyword tensors, a dict, an optional None, a Python number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Linear(4, 8)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                extra: dict[str, torch.Tensor] | None = None, scale: float = 1.0, past=None):
+        h = torch.relu(self.emb(input_ids)) * scale
+        if attention_mask is not None:
+            h = h * attention_mask.unsqueeze(-1)
+        if extra is not None:
+            h = h + extra["bias"]
+        return {"last_hidden_state": h, "pooled": (h.mean(1),)}
+
+
+def test_pytree_and_keyword_inputs_lower_save_load_and_run(two, tmp_path):
+    import delegate_sdk.program as program_mod
+
+    reg, _, _ = two
+    model = _HFStyle().eval()
+    ids, mask = torch.randn(2, 5, 4), torch.ones(2, 5)
+    kwargs = {"attention_mask": mask, "extra": {"bias": torch.randn(8)}, "scale": 2.0, "past": None}
+    calib = [((torch.randn(2, 5, 4),), {**kwargs, "attention_mask": torch.ones(2, 5)}) for _ in range(2)]
+    prog = lower(model, (ids,), ["lin", "elem"], registry=reg, example_kwargs=kwargs, calibration=calib)
+    assert prog.summary().nodes_delegated > 0
+    with torch.no_grad():
+        ref = model(ids, **kwargs)
+    out = prog(ids, **kwargs)
+    assert set(out) == {"last_hidden_state", "pooled"} and torch.allclose(out["last_hidden_state"],
+                                                                          ref["last_hidden_state"], atol=1e-6)
+    assert torch.allclose(out["pooled"][0], ref["pooled"][0], atol=1e-6)
+    reordered = {"past": None, "scale": 2.0, "extra": kwargs["extra"], "attention_mask": mask}
+    assert torch.allclose(prog(ids, **reordered)["last_hidden_state"], ref["last_hidden_state"], atol=1e-6)
+    prog.save(tmp_path / "hf.dsdk")
+    again = program_mod.load(tmp_path / "hf.dsdk", registry=reg)
+    assert torch.allclose(again(ids, **kwargs)["last_hidden_state"], ref["last_hidden_state"], atol=1e-6)
+    assert [s.path for s in again.input_specs] == ["args[0]", "kwargs['attention_mask']",
+                                                    "kwargs['extra']['bias']", "kwargs['scale']", "kwargs['past']"]
+    args, kw = again.example_call(seed=1)
+    assert again(*args, **kw)["last_hidden_state"].shape == (2, 5, 8)
+
+
+def test_a_call_of_the_wrong_structure_names_the_input(two):
+    reg, _, _ = two
+    model = _HFStyle().eval()
+    ids, mask = torch.randn(2, 5, 4), torch.ones(2, 5)
+    prog = lower(model, (ids,), ["lin", "elem"], registry=reg, example_kwargs={"attention_mask": mask})
+    with pytest.raises(InputError, match=r"input kwargs\['attention_mask'\] is missing"):
+        prog(ids)
+    with pytest.raises(InputError, match=r"unexpected input kwargs\['scale'\]"):
+        prog(ids, attention_mask=mask, scale=3.0)
+    with pytest.raises(InputError, match=r"input kwargs\['attention_mask'\] \('attention_mask'\): expected dtype "
+                                         r"float32, got int64"):
+        prog(ids, attention_mask=mask.long())
+    spec = lower(model, (ids,), ["lin", "elem"], registry=reg, example_kwargs={"attention_mask": mask, "scale": 2.0})
+    with pytest.raises(InputError, match=r"kwargs\['scale'\] \('scale'\): the program was exported with 2.0 here"):
+        spec(ids, attention_mask=mask, scale=3.0)

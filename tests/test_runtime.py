@@ -25,10 +25,10 @@ def cnn_prog(registry):
 @pytest.mark.parametrize("bad, message", [
     ((), r"expected 1 input\(s\) \(x: float32\[2, 3, 8, 8\]\), got 0"),
     ((torch.randn(2, 3, 8, 8), torch.randn(1)), "expected 1 input"),
-    ((torch.randn(2, 3, 8, 8).double(),), r"input #0 'x': expected dtype float32, got float64"),
-    ((torch.randn(3, 8, 8),), r"input #0 'x': expected rank 4 float32\[2, 3, 8, 8\], got rank 3"),
-    ((torch.randn(2, 3, 8, 9),), r"input #0 'x': dim 3 must be 8, got 9"),
-    (([1.0],), r"input #0 'x': expected a tensor float32\[2, 3, 8, 8\], got list"),
+    ((torch.randn(2, 3, 8, 8).double(),), r"input args\[0\] \('x'\): expected dtype float32, got float64"),
+    ((torch.randn(3, 8, 8),), r"input args\[0\] \('x'\): expected rank 4 float32\[2, 3, 8, 8\], got rank 3"),
+    ((torch.randn(2, 3, 8, 9),), r"input args\[0\] \('x'\): dim 3 must be 8, got 9"),
+    (([1.0],), r"input args\[0\] \('x'\): expected a tensor float32\[2, 3, 8, 8\], got list"),
 ])
 def test_bad_inputs_name_the_input(cnn_prog, bad, message):
     prog, _, _ = cnn_prog

@@ -51,3 +51,21 @@ def dynamic_mlp() -> tuple[nn.Module, tuple[torch.Tensor, ...], dict]:
     torch.manual_seed(0)
     batch = torch.export.Dim("batch", min=1, max=64)
     return DynamicMLP().eval(), (torch.randn(4, 6),), {"x": {0: batch}}
+
+
+class KeywordNet(nn.Module):
+    """Called like a transformers model: ``model(input_ids=..., attention_mask=...)``, returns a dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, 8)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = torch.relu(self.proj(input_ids)) * attention_mask.unsqueeze(-1)
+        return {"hidden": h, "pooled": h.sum(1)}
+
+
+def keyword_net() -> dict:
+    torch.manual_seed(0)
+    return {"model": KeywordNet().eval(), "args": (),
+            "kwargs": {"input_ids": torch.randn(2, 4, 6), "attention_mask": torch.ones(2, 4)}}
