@@ -234,6 +234,12 @@ def _preload(modules: list[str]) -> None:
             pass
 
 
+def log_start_failure(e: BaseException) -> None:
+    import logging
+
+    logging.getLogger(__name__).warning("the fresh-process loader did not start: %s", e)
+
+
 class FreshProcess:
     """The worker's handle on its zygote; started on first use, restarted if it dies."""
 
@@ -267,6 +273,15 @@ class FreshProcess:
         if msg[0] != "ready":
             self.close()
             raise RuntimeError(f"the fresh-process loader could not start: {msg[1] if len(msg) > 1 else msg}")
+
+    def start(self) -> None:
+        """Start the zygote now if it is not running (its startup is not the artifact's time)."""
+        if self._proc is None or self._proc.poll() is not None:
+            try:
+                self._start()
+            except (OSError, EOFError, RuntimeError) as e:  # run() reports it
+                log_start_failure(e)
+                self.close()
 
     def run(self, artifact: Path, inputs: list[tuple[Any, ...]], timeout: float) -> FreshResult:
         """Load ``artifact`` in a fresh child and run each input tuple through it."""

@@ -132,7 +132,7 @@ def test_hang_is_a_timeout_with_the_stuck_python_stack_and_the_run_goes_on():
     assert outcomes(rep) == {"op/add/normal": "PASS", "op/exp/normal": "TIMEOUT"}
     hung = next(r for r in rep.cases if r.id == "op/exp/normal")
     # it hangs first where the artifact is first run: in the fresh process, whose stack says where
-    assert hung.stage == "fresh" and "took longer" not in hung.detail and "did not finish within" in hung.detail
+    assert hung.stage == "fresh" and "did not finish within" in hung.detail, hung.detail
     assert any(f.startswith("plugins.py:") and f.endswith("in execute") for f in hung.stack), hung.stack
 
 
