@@ -152,3 +152,31 @@ def test_int8_without_calibration_is_a_clear_error():
         plugin.preprocess(ep, {"precision": "int8", "num_threads": 0}, None)
     with pytest.raises(ValueError, match="has 2 tensors"):
         plugin.preprocess(ep, {"precision": "int8", "num_threads": 0}, [(r(2, 4), r(2, 4))])
+
+
+class AdaptivePoolHead(nn.Module):
+    """The most common CNN ending: nn.AdaptiveAvgPool2d(1) -> flatten -> linear (resnet, squeezenet, mobilenet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.bn = nn.Conv2d(3, 16, 3, padding=1), _bn(16)
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(torch.relu(self.bn(self.c(x)))), 1))
+
+
+def test_a_global_average_pool_from_nn_adaptive_avg_pool2d_lowers_at_int8():
+    """Core ATen spells it mean.dim; the stock annotator found its nn.AdaptiveAvgPool2d source and refused."""
+    import delegate_sdk
+    from delegate_sdk.conformance.tolerance import sqnr_db
+
+    torch.manual_seed(1)
+    model, x = AdaptivePoolHead().eval(), r(1, 3, 16, 16)
+    calib = [(r(1, 3, 16, 16),) for _ in range(8)]
+    prog = delegate_sdk.lower(model, (x,), ["xnnpack"], options={"xnnpack": {"precision": "int8"}},
+                              calibration=calib)
+    s = prog.summary()
+    assert s.nodes_delegated == s.nodes_total and "aten.mean.dim" in s.partitions[0].ops
+    with torch.no_grad():
+        assert sqnr_db(model(x), prog(x)) > 20
