@@ -207,12 +207,14 @@ def _zygote(conn: Connection) -> None:
             return
         if msg[0] == "stop":
             return
-        _, job, artifact, inputs_path, out_path, timeout = msg
+        _, job, artifact, inputs_path, out_path, deadline = msg
         pid = os.fork()
         if pid == 0:
             conn.close()
             _child(Path(job), artifact, inputs_path, out_path)
-        how, code = _wait(pid, float(timeout))
+        # the deadline is the worker's (CLOCK_MONOTONIC is one clock for every process of this machine): time the
+        # zygote spent finishing the previous job's imports is not the artifact's, but it is the worker's step
+        how, code = _wait(pid, max(0.5, float(deadline) - time.monotonic()))
         conn.send(("done", how, code))
         learned = conn.recv()
         _preload(learned[1])
@@ -287,6 +289,7 @@ class FreshProcess:
         """Load ``artifact`` in a fresh child and run each input tuple through it."""
         import torch
 
+        deadline = time.monotonic() + timeout
         job = self.root / f"job-{uuid.uuid4().hex[:12]}"
         job.mkdir(parents=True)
         inputs_path, out_path = job / "inputs.pt", job / "result.pt"
@@ -297,7 +300,7 @@ class FreshProcess:
                     self._start()
                 assert self._conn is not None
                 self._conn.send(("job", str(job / "child"), str(artifact), str(inputs_path), str(out_path),
-                                 timeout))
+                                 deadline))
                 if not self._conn.poll(timeout + 30):
                     raise RuntimeError("the fresh-process loader stopped answering")
                 _, how, code = self._conn.recv()

@@ -358,7 +358,7 @@ class GroupRunner:
         inputs = [self._inputs(unit.case, s) for s in todo]
         log_path = Path(self.cfg["log_path"]) if self.cfg.get("log_path") else None
         offset = log_path.stat().st_size if log_path is not None and log_path.exists() else 0
-        res = self._fresh.run(artifact, inputs, timeout=0.9 * self.timeout)
+        res = self._fresh.run(artifact, inputs, timeout=0.85 * self.timeout)  # reports before the scheduler kills
         where = ("in a fresh process (new, empty working and temp directories; the compile-time temp area "
                  "removed)")
         if res.stage == "timeout":

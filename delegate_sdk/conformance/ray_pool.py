@@ -80,10 +80,7 @@ class _Relay:
             wait([self.process.conn], timeout=timeout)
         except OSError:
             pass
-        msgs, gone = self.process.messages()
-        for m in msgs:
-            if m[0] == "step":  # the stack and output of a failed step start here
-                self.process.mark_step()
+        msgs, gone = self.process.messages()  # marks where each step's output starts in the worker's log
         return msgs, gone, self.process.death() if gone else ""
 
 

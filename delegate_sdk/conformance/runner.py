@@ -193,12 +193,24 @@ def _worker_main(conn: Connection) -> None:
         conn.send(("fatal", f"worker could not start: {type(e).__name__}: {e}"))
         return
     conn.send(("ready",))
-    runner = GroupRunner(cfg, step=lambda stage, sid=None: conn.send(("step", stage, sid)),
-                         emit=lambda res: conn.send(("result", res)))
+    def step(stage: str, sid: str | None = None) -> None:
+        # where this step's output (and a crash's stack) starts in the log: only the worker knows it exactly
+        conn.send(("step", stage, sid, _log_size()))
+
+    runner = GroupRunner(cfg, step=step, emit=lambda res: conn.send(("result", res)))
     try:
         _serve(conn, runner, cases)
     finally:
         runner.close()
+
+
+def _log_size() -> int:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return os.fstat(2).st_size
+    except (OSError, ValueError):
+        return -1
 
 
 def _serve(conn: Connection, runner: Any, cases: dict[str, Case]) -> None:

@@ -143,12 +143,18 @@ class WorkerProcess:
         try:
             while self.conn.poll():
                 out.append(self.conn.recv())
+                self.on_message(out[-1])
         except (EOFError, OSError):
             return out, True
         return out, False
 
-    def mark_step(self) -> None:
-        self.log_offset = file_size(self.log_path)
+    def mark_step(self, offset: int | None = None) -> None:
+        self.log_offset = offset if offset is not None and offset >= 0 else file_size(self.log_path)
+
+    def on_message(self, msg: Any) -> None:
+        """Track where the current step's output starts (the worker reports its log size with each step)."""
+        if msg[0] == "step":
+            self.mark_step(msg[3] if len(msg) > 3 else None)
 
     def death(self) -> str:
         try:
@@ -237,7 +243,6 @@ class Worker(ABC):
     def on_step(self, stage: str, sample_id: str | None) -> None:
         self.stage, self.step = stage, sample_id
         self.step_started = time.monotonic()
-        self.mark_step()
 
     @abstractmethod
     def send(self, msg: Any) -> None: ...
