@@ -27,12 +27,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendInfo", "Claims", "CompiledDelegate", "DelegateSDKError", "OptionSpec", "PerfEstimate", "Precision",
-    "QuantParams", "ReasonCode", "Refusal", "TensorSpec", "__version__", "backends", "hookimpl", "inspect",
-    "load", "lower",
+    "QuantParams", "ReasonCode", "Refusal", "TensorSpec", "__version__", "backends", "compare", "hookimpl",
+    "inspect", "load", "lower",
 ]
 
 
-def lower(model: Any, example_inputs: Any, backends: list[str], *,
+def lower(model: Any, example_inputs: Any, backends: list[str] | str, *,
           options: dict[str, dict[str, Any]] | None = None, calibration: Any = None,
           dynamic_shapes: Any = None, strict: bool = False, example_kwargs: dict[str, Any] | None = None,
           **partition_options: Any) -> Program:
@@ -44,10 +44,30 @@ def lower(model: Any, example_inputs: Any, backends: list[str], *,
     inputs (or is a dict of keyword arguments, or an ``(args, kwargs)`` pair). Partitioning options:
     ``skip_ops``, ``skip_nodes``, ``min_partition_size``, ``hosted_ops``.
     """
+    if backends == "auto":
+        return _lower_auto(model, example_inputs, options=options, calibration=calibration,
+                           dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs, **partition_options)
     from delegate_sdk.lowering import lower as _lower
 
     return _lower(model, example_inputs, backends, options=options, calibration=calibration,
                   dynamic_shapes=dynamic_shapes, strict=strict, example_kwargs=example_kwargs, **partition_options)
+
+
+def _lower_auto(model: Any, example_inputs: Any, *, options: Any, calibration: Any, dynamic_shapes: Any,
+                example_kwargs: Any, policy: Any = None, **partition_options: Any) -> Program:
+    """``backends="auto"``: compare every available backend at its default precision and keep the one the
+    policy (:class:`delegate_sdk.comparison.Policy`; SQNR >= 30 dB, then MACs, then latency) recommends."""
+    from delegate_sdk.comparison import compare
+    from delegate_sdk.errors import UsageError
+
+    if partition_options:
+        raise UsageError(f"backends='auto' takes no partitioning options ({', '.join(partition_options)})")
+    result = compare(model, example_inputs, example_kwargs=example_kwargs, dynamic_shapes=dynamic_shapes,
+                     options=options, calibration=calibration if calibration is not None else 8, policy=policy)
+    pick = result.recommended
+    if pick is None:
+        raise UsageError(f"backends='auto': {result.recommendation.reason}")
+    return pick.program
 
 
 def inspect(model: Any, example_inputs: Any, backends: list[str], *,
@@ -58,6 +78,14 @@ def inspect(model: Any, example_inputs: Any, backends: list[str], *,
 
     return _inspect(model, example_inputs, backends, options=options, dynamic_shapes=dynamic_shapes,
                     example_kwargs=example_kwargs, **partition_options)
+
+
+def compare(model: Any, example_inputs: Any, configs: Any = None, **kwargs: Any) -> Any:
+    """Lower ``model`` every way in ``configs`` and compare coverage, accuracy and latency: see
+    :func:`delegate_sdk.comparison.compare`; returns a :class:`delegate_sdk.comparison.Comparison`."""
+    from delegate_sdk.comparison import compare as _compare
+
+    return _compare(model, example_inputs, configs, **kwargs)
 
 
 def load(path: Any) -> Program:

@@ -310,6 +310,97 @@ def run(artifact: str, inputs_file: str | None, check_model: str | None, repeat:
         console.print(t)
 
 
+@main.command(name="compare")
+@click.argument("model")
+@click.option("--backends", "backends", default="all", show_default=True,
+              help="Backends to compare, each at its default precision, or 'all' (every available one).")
+@click.option("--precision", "precisions", multiple=True, metavar="BACKEND=P[,P2]",
+              help="Precisions to compare for a backend instead of its default (repeatable), e.g. qnn=int8,fp16.")
+@click.option("--orders", default="", metavar="'A,B;C:int8,D'",
+              help="Extra configurations: priority lists separated by ';', entries backend[:precision].")
+@option_opt
+@click.option("--calibration-samples", default=8, show_default=True, type=click.IntRange(1),
+              help="Seeded random calibration inputs for quantized precisions.")
+@click.option("--eval-samples", default=4, show_default=True, type=click.IntRange(1),
+              help="Held-out seeded random inputs every configuration is judged on.")
+@click.option("--calls", default=20, show_default=True, type=click.IntRange(1), help="Timed calls per configuration.")
+@click.option("--min-sqnr", default=30.0, show_default=True, type=float,
+              help="Policy: the recommendation must reach this SQNR (dB) on every output.")
+@hosted_opt
+@click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write report.json, report.md and report.html (self-contained, with charts) here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+def compare_cmd(model: str, backends: str, precisions: tuple[str, ...], orders: str, options: tuple[str, ...],
+                calibration_samples: int, eval_samples: int, calls: int, min_sqnr: float, hosted_ops: bool,
+                report_dir: Path | None, as_json: bool) -> None:
+    """Lower MODEL onto each backend (and precision, and priority order) and compare coverage, accuracy against
+    eager PyTorch and latency in one table, with a recommendation.
+
+    A configuration that fails is a row with its error. MODEL is as for `inspect`.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from delegate_sdk.capture import load_model_ref
+    from delegate_sdk.comparison import Policy, compare, default_configs
+    from delegate_sdk.registry import default_registry
+
+    reg = default_registry()
+    if backends.strip() == "all":
+        names = [b.name for b in reg.all() if b.info().available]
+    else:
+        names = _backends_arg(backends)
+    per: dict[str, list[str]] = {}
+    for item in precisions:
+        b, eq, ps = item.partition("=")
+        if not eq or not b.strip() or not ps.strip():
+            raise UsageError(f"--precision {item!r} must look like backend=precision[,precision]")
+        per[b.strip()] = [p.strip() for p in ps.split(",") if p.strip()]
+        if b.strip() not in names:
+            names.append(b.strip())
+    configs = default_configs(names, per, [o for o in orders.split(";") if o.strip()], registry=reg)
+    ref = load_model_ref(model)
+    progress = Progress(TextColumn("[bold]compare[/]"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[what]}"), TimeElapsedColumn(), console=err_console,
+                        transient=True, disable=as_json or not err_console.is_terminal)
+    task = progress.add_task("compare", total=len(configs), what="")
+
+    def on_progress(label: str, done: int, total: int) -> None:
+        progress.update(task, completed=done, what=label)
+
+    with progress:
+        result = compare(ref.model, ref.args, configs, example_kwargs=ref.kwargs or None,
+                         dynamic_shapes=ref.dynamic_shapes, options=_options(options),
+                         calibration=calibration_samples, eval_inputs=eval_samples, calls=calls,
+                         policy=Policy(min_sqnr_db=min_sqnr), hosted_ops=hosted_ops, name=model,
+                         on_progress=on_progress, registry=reg)
+    paths = result.write_reports(report_dir) if report_dir is not None else None
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    t = Table(title=f"{model}: eager {result.eager_latency_ms['median']:.2f} ms median on this host")
+    for col in ("configuration", "lowered", "nodes", "MACs", "parts", "SQNR", "top-1", "latency med/p90",
+                "estimate", "artifact"):
+        t.add_column(col, overflow="fold")
+    from delegate_sdk.comparison import _db, _estimate_text
+
+    for r in result.results:
+        if not r.ok:
+            t.add_row(r.label, f"[red]failed[/red]: {r.error}", *[""] * 8)
+            continue
+        pick = "[bold green]" if r.label == result.recommendation.config else ""
+        t.add_row(f"{pick}{r.label}", f"{r.lowering_s:.1f} s",
+                  f"{r.nodes_delegated - r.nodes_hosted}/{r.nodes_total}"
+                  + (f" +{r.nodes_hosted}h" if r.nodes_hosted else ""), f"{r.macs_fraction:.0%}", str(r.partitions),
+                  _db(r.sqnr_db), "" if r.top1 is None else f"{r.top1:.0%}",
+                  f"{r.latency_ms['median']:.2f}/{r.latency_ms['p90']:.2f} ms",
+                  _estimate_text(r.estimate) if r.estimate else "", f"{r.artifact_bytes / 1024:.0f} KiB")
+    console.print(t)
+    console.print(f"[bold]recommendation:[/] {result.recommendation.config or 'none'} "
+                  f"({result.policy.describe()}): {result.recommendation.reason}", soft_wrap=True)
+    if paths:
+        console.print(f"reports: {paths['json']}, {paths['md']}, {paths['html']}")
+
+
 def _mount_conform() -> None:
     try:
         from delegate_sdk.conformance.command import conform

@@ -17,6 +17,7 @@ from delegate_sdk.capture import as_args, capture
 from delegate_sdk.errors import ContractError, FallbackError, InputError, PluginError, UsageError
 from delegate_sdk.graph_ir import build_outer_graph
 from delegate_sdk.inspect_report import InspectReport, NodePlacement, PartitionPlanInfo
+from delegate_sdk.metrics import node_macs
 from delegate_sdk.options import validate_options
 from delegate_sdk.partition import PartitionPlan, plan_partitions
 from delegate_sdk.program import FallbackNode, Program, _Parts
@@ -347,6 +348,7 @@ def _assemble(s: _Session, compiled: dict[str, tuple[CompiledDelegate, Subgraph]
             sorted({op_name(s.nodes[n]) for n in p.nodes}),
             [_tensor_spec(all_nodes[i]) for i in sub.inputs], [_tensor_spec(all_nodes[o]) for o in sub.outputs],
             hosted=list(p.hosted))
+        rec.macs = sum(node_macs(s.nodes[n]) for n in p.nodes if n in s.nodes and n not in set(p.hosted))
         records.append(rec)
         blobs.append(bytes(cd.blob))
         index[p.id] = k
@@ -364,7 +366,7 @@ def _assemble(s: _Session, compiled: dict[str, tuple[CompiledDelegate, Subgraph]
     parts = _Parts(graph, records, blobs, weights, input_signature(ep),
                    _storable_spec(ep.call_spec.out_spec), _fallback_nodes(s),
                    s.plan.nodes_total - sum(1 for r in s.plan.fallback.values() if _is_host(r)),
-                   in_spec=_storable_in_spec(_in_spec(ep)))
+                   in_spec=_storable_in_spec(_in_spec(ep)), macs_total=sum(node_macs(n) for n in s.nodes.values()))
     return Program(parts, registry, {pid: sg.program for pid, sg in subgraphs.items()})
 
 

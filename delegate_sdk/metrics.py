@@ -64,3 +64,38 @@ def compare(actual: list[Any], ref: list[Any]) -> list[Comparison]:
     if len(actual) != len(ref):
         return [Comparison(math.inf, math.inf, -math.inf, f"{len(actual)} outputs vs {len(ref)}")]
     return [compare_one(a, r) for a, r in zip(actual, ref)]
+
+
+_MAC_OPS = ("aten.convolution.default", "aten.addmm.default", "aten.mm.default", "aten.bmm.default",
+            "aten.linear.default")
+
+
+def node_macs(node: Any) -> int:
+    """Multiply-accumulates of a conv / linear / matmul node (0 for every other op), from its fake tensors."""
+    from delegate_sdk.support import op_name
+
+    name = op_name(node)
+    if name not in _MAC_OPS:
+        return 0
+
+    def shape(a: Any) -> tuple[int, ...] | None:
+        v = a.meta.get("val") if hasattr(a, "meta") else None
+        if not isinstance(v, torch.Tensor) or any(not isinstance(d, int) for d in v.shape):
+            return None
+        return tuple(v.shape)
+
+    out = node.meta.get("val")
+    if not isinstance(out, torch.Tensor) or any(not isinstance(d, int) for d in out.shape):
+        return 0
+    if name == "aten.convolution.default":
+        x, w = shape(node.args[0]), shape(node.args[1])
+        if x is None or w is None:
+            return 0
+        k = math.prod(w[2:])
+        transposed = bool(node.args[6]) if len(node.args) > 6 else False
+        return math.prod(x) * w[1] * k if transposed else out.numel() * w[1] * k
+    if name == "aten.linear.default":
+        w = shape(node.args[1])
+        return out.numel() * w[1] if w is not None else 0
+    a = shape(node.args[1] if name == "aten.addmm.default" else node.args[0])
+    return out.numel() * a[-1] if a is not None else 0

@@ -64,6 +64,12 @@ class ProgramSummary:
     partitions: list[DelegateRecord]
     fallback: list[FallbackNode]
     nodes_total: int
+    macs_total: int = 0
+
+    @property
+    def macs_delegated(self) -> int:
+        """Multiply-accumulates of the conv / linear / matmul nodes that run accelerated."""
+        return sum(p.macs for p in self.partitions)
 
     @property
     def nodes_delegated(self) -> int:
@@ -83,6 +89,7 @@ class ProgramSummary:
         return {
             "nodes_total": self.nodes_total, "nodes_delegated": self.nodes_delegated,
             "nodes_accelerated": self.nodes_accelerated, "nodes_hosted": self.nodes_hosted,
+            "macs_total": self.macs_total, "macs_delegated": self.macs_delegated,
             "partitions": [{k: v for k, v in p.to_json().items() if k not in ("meta", "debug_map")}
                            for p in self.partitions],
             "fallback": [f.to_json() for f in self.fallback],
@@ -102,6 +109,8 @@ class _Parts:
     versions: dict[str, str] = field(default_factory=dict)
     #: the input tree ``(args, kwargs)`` as ``torch.utils._pytree.treespec_dumps`` JSON ("" before v2: flat)
     in_spec: str = ""
+    #: multiply-accumulates of every conv / linear / matmul of the model, delegated or not
+    macs_total: int = 0
 
 
 class Program:
@@ -183,7 +192,8 @@ class Program:
         return list(self._parts.inputs)
 
     def summary(self) -> ProgramSummary:
-        return ProgramSummary(list(self._parts.records), list(self._parts.fallback), self._parts.nodes_total)
+        return ProgramSummary(list(self._parts.records), list(self._parts.fallback), self._parts.nodes_total,
+                              self._parts.macs_total)
 
     def close(self) -> None:
         """Release the delegates' handles now (otherwise when the program is garbage collected)."""
@@ -211,7 +221,7 @@ class Program:
             "sdk_version": delegate_sdk.__version__, "torch_version": torch.__version__,
             "plugins": {rec.backend: rec.plugin_version for rec in p.records},
             "inputs": [s.to_json() for s in p.inputs], "out_spec": p.out_spec, "in_spec": p.in_spec,
-            "nodes_total": p.nodes_total,
+            "nodes_total": p.nodes_total, "macs_total": p.macs_total,
             "partitions": [rec.to_json() for rec in p.records],
             "fallback": [f.to_json() for f in p.fallback],
             "weights": weights_index,
@@ -316,6 +326,7 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Prog
         blobs = [data[f"blobs/{r.id}.bin"] for r in records]
         out_spec = str(manifest["out_spec"])
         in_spec = str(manifest.get("in_spec", ""))
+        macs_total = int(manifest.get("macs_total", 0))
         nodes_total = int(manifest.get("nodes_total", 0))
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactCorruptError(f"{path}: manifest is malformed ({type(e).__name__}: {e})") from None
@@ -328,7 +339,8 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Prog
     except Exception as e:  # whatever a malformed tree spec makes torch raise
         raise ArtifactCorruptError(f"{path}: the input/output structure is malformed ({type(e).__name__}: "
                                    f"{e})") from None
-    parts = _Parts(graph, records, blobs, weights, inputs, out_spec, fallback, nodes_total, in_spec=in_spec)
+    parts = _Parts(graph, records, blobs, weights, inputs, out_spec, fallback, nodes_total, in_spec=in_spec,
+                   macs_total=macs_total)
     return Program(parts, registry)
 
 

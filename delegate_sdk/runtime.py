@@ -42,6 +42,8 @@ class DelegateRecord:
     blob_size: int = 0
     #: the nodes of ``nodes`` the backend runs on its host CPU (hosted ops), not on the accelerator
     hosted: list[str] = field(default_factory=list)
+    #: multiply-accumulates of the conv / linear / matmul nodes it accelerates
+    macs: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,7 +54,7 @@ class DelegateRecord:
             "output_quant": [q.to_json() if q else None for q in self.output_quant],
             "perf": self.perf.to_json() if self.perf else None, "op_counts": self.op_counts,
             "debug_map": self.debug_map, "blob_sha256": self.blob_sha256, "blob_size": self.blob_size,
-            "hosted": self.hosted,
+            "hosted": self.hosted, "macs": self.macs,
         }
 
     @classmethod
@@ -64,7 +66,7 @@ class DelegateRecord:
             [QuantParams.from_json(q) if q else None for q in d.get("output_quant", [])],
             PerfEstimate.from_json(d["perf"]) if d.get("perf") else None, dict(d.get("op_counts", {})),
             {k: list(v) for k, v in d.get("debug_map", {}).items()}, d.get("blob_sha256", ""),
-            int(d.get("blob_size", 0)), list(d.get("hosted", [])),
+            int(d.get("blob_size", 0)), list(d.get("hosted", [])), int(d.get("macs", 0)),
         )
 
     @classmethod
