@@ -401,6 +401,24 @@ def compare_cmd(model: str, backends: str, precisions: tuple[str, ...], orders: 
         console.print(f"reports: {paths['json']}, {paths['md']}, {paths['html']}")
 
 
+@main.command(name="new-plugin")
+@click.argument("name")
+@click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Where to create the plugin's folder (NAME/ inside it).")
+def new_plugin_cmd(name: str, directory: str) -> None:
+    """Write a new out-of-tree plugin package NAME that passes conformance as written: a claim table, an
+    ONNX compiler, an ONNX Runtime CPU runtime, tests using the plugin kit, expectations and a README."""
+    from delegate_sdk.scaffold import new_plugin
+
+    made = new_plugin(name, directory)
+    console.print(f"wrote {len(made.files)} files to {made.root}", highlight=False)
+    console.print("next:\n"
+                  f"  pip install -e {made.root}\n"
+                  f"  delegate-sdk conform --plugin {name}\n"
+                  f"  pytest {made.root}\n"
+                  "guide: docs/writing-a-plugin.md", highlight=False)
+
+
 def _mount_conform() -> None:
     try:
         from delegate_sdk.conformance.command import conform

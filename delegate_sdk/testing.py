@@ -1,18 +1,31 @@
-"""Helpers for plugin authors' own test suites: run ``delegate-sdk conform`` exactly as a user would.
+"""The plugin kit: what a plugin's own tests need, done exactly the way the core does it.
 
-A plugin's CI should run a quick conformance subset through the real command line (worker processes,
-expectations, reports), not through engine internals, so that what CI certifies is what users run::
+Every function takes the backend by its installed name, so a test exercises the plugin as users get it
+(entry point, ``describe``, option validation), not a module imported on the side::
 
-    from delegate_sdk.testing import run_conform
+    from delegate_sdk import testing
 
-    def test_quick_conformance(tmp_path):
-        run = run_conform("myplugin", ["-k", "^op/(add|conv2d)/"], tmp_path)
-        run.assert_quick_subset(min_ops=2)
+    def test_conv_claimed():
+        result = testing.claim("acme", Conv(), (torch.randn(1, 3, 8, 8),))
+        assert result.refused == {}                      # every candidate taken
+
+    def test_conv_matches_eager():
+        run = testing.lower_and_run("acme", Conv(), (torch.randn(1, 3, 8, 8),))
+        assert run.sqnr_db() > 60
+
+    def test_quick_conformance(tmp_path):                 # or one line of pytest config: see pytest_plugin
+        testing.run_conform("acme", ["-k", "^op/(add|conv2d)/"], tmp_path).assert_quick_subset(min_ops=2)
+
+:func:`capture` gives the ``ExportedProgram`` your hooks see (core ATen, with your ``keep_ops`` whole),
+:func:`candidates` the exact node list ``claim`` receives, :func:`claim` your answer checked against the
+contract, :func:`lower_and_run` one strict lowering run against eager PyTorch, and :func:`run_conform`
+the real ``delegate-sdk conform`` command in a child process.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections import Counter
@@ -20,7 +33,124 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch.export import ExportedProgram
+
 from delegate_sdk.conformance.expectations import is_unexpected
+from delegate_sdk.types import Claims, Refusal
+
+__all__ = ["ClaimResult", "ConformRun", "LoweredRun", "candidates", "capture", "claim", "lower_and_run", "run_conform"]
+
+
+def capture(backend: str | None, model: torch.nn.Module, args: tuple[Any, ...], *,
+            kwargs: dict[str, Any] | None = None, dynamic_shapes: Any = None,
+            keep_ops: tuple[str, ...] = ()) -> ExportedProgram:
+    """``model`` exported and decomposed to core ATen with ``backend``'s ``keep_ops`` kept whole: the
+    program ``claim`` receives. With ``backend=None``, ``keep_ops`` says what to keep (default: nothing)."""
+    from delegate_sdk.capture import capture as _capture
+    from delegate_sdk.registry import default_registry
+
+    if backend is not None:
+        keep_ops = default_registry().get(backend).require_available().keep_ops
+    return _capture(model, args, dynamic_shapes=dynamic_shapes, keep_ops=keep_ops, example_kwargs=kwargs)
+
+
+def candidates(program: ExportedProgram) -> list[torch.fx.Node]:
+    """The nodes the core hands to ``claim`` of the first backend in a priority list: every computing node,
+    except ``getitem`` (placed with its producer) and what the core keeps on the host (shape arithmetic)."""
+    from delegate_sdk.subgraph import build_dep_graph
+
+    dep, nodes = build_dep_graph(program)
+    return [n for i, n in enumerate(nodes) if dep.follows[i] < 0 and dep.fixed[i] is None]
+
+
+@dataclass
+class ClaimResult:
+    """A plugin's ``claim`` answer for one model, checked against the contract like the core checks it."""
+
+    program: ExportedProgram
+    candidates: list[str]
+    claims: Claims
+
+    @property
+    def claimed(self) -> list[str]:
+        return list(self.claims.claimed)
+
+    @property
+    def refused(self) -> dict[str, Refusal]:
+        """Refused node name -> its refusal (``{}`` when everything was taken)."""
+        return {r.node: r for r in self.claims.refused}
+
+    def ops_claimed(self) -> set[str]:
+        from delegate_sdk.support import op_name
+
+        by_name = {n.name: n for n in self.program.graph.nodes}
+        return {op_name(by_name[n]) for n in self.claims.claimed}
+
+
+def claim(backend: str, model: torch.nn.Module, args: tuple[Any, ...], *, kwargs: dict[str, Any] | None = None,
+          dynamic_shapes: Any = None, **options: Any) -> ClaimResult:
+    """Capture ``model`` for ``backend`` and call its ``claim`` hook on the core's candidate list, with
+    ``options`` validated and defaults filled in as for a real lowering. A contract violation (a node left
+    out, answered twice, refused without a reason) raises ``ContractError`` as it would for a user."""
+    from delegate_sdk.options import validate_options
+    from delegate_sdk.partition import _check_claims
+    from delegate_sdk.registry import default_registry
+
+    b = default_registry().get(backend)
+    info = b.require_available()
+    ep = capture(backend, model, args, kwargs=kwargs, dynamic_shapes=dynamic_shapes)
+    nodes = candidates(ep)
+    opts = validate_options(info, options)
+    if info.hosts_ops:
+        opts.setdefault("hosted_ops", False)
+    claims = b.hook.call("claim", program=ep, nodes=nodes, options=opts)
+    names = [n.name for n in nodes]
+    _check_claims(backend, claims, names, may_host=bool(opts.get("hosted_ops")))
+    return ClaimResult(ep, names, claims)
+
+
+@dataclass
+class LoweredRun:
+    """One strict lowering of a model onto one backend, run on the same inputs as eager PyTorch."""
+
+    program: Any
+    outputs: list[torch.Tensor]
+    expected: list[torch.Tensor]
+
+    def sqnr_db(self) -> float:
+        """The worst output's SQNR against eager in dB (``inf`` when bit-exact)."""
+        from delegate_sdk.metrics import compare
+
+        worst = math.inf
+        for c in compare(self.outputs, self.expected):
+            worst = min(worst, math.inf if c.sqnr_db is None else c.sqnr_db)
+        return worst
+
+    def max_abs_err(self) -> float:
+        from delegate_sdk.metrics import compare
+
+        return max((c.max_abs_err for c in compare(self.outputs, self.expected)), default=0.0)
+
+    def partitions(self) -> int:
+        return len(self.program.summary().partitions)
+
+
+def lower_and_run(backend: str, model: torch.nn.Module, args: tuple[Any, ...], *,
+                  kwargs: dict[str, Any] | None = None, calibration: Any = None,
+                  inputs: tuple[Any, ...] | None = None, **options: Any) -> LoweredRun:
+    """Lower ``model`` onto ``backend`` alone with ``strict=True`` (a node left on eager PyTorch fails the
+    test, naming the node and your reason), then run it and eager PyTorch on ``inputs`` (default ``args``)."""
+    import delegate_sdk
+    from torch.utils import _pytree as pytree
+
+    prog = delegate_sdk.lower(model, args, [backend], example_kwargs=kwargs, strict=True,
+                              options={backend: options} if options else None, calibration=calibration)
+    run_args = inputs if inputs is not None else args
+    with torch.no_grad():
+        got = prog(*run_args, **(kwargs or {}))
+        want = model.eval()(*run_args, **(kwargs or {}))
+    return LoweredRun(prog, list(pytree.tree_leaves(got)), list(pytree.tree_leaves(want)))
 
 
 @dataclass
@@ -31,12 +161,11 @@ class ConformRun:
     output: str
     cases: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    verdict: dict[str, Any] = field(default_factory=dict)
 
     @property
     def outcomes(self) -> Counter[str]:
         return Counter(c["outcome"] for c in self.cases)
-
-    verdict: dict[str, Any] = field(default_factory=dict)
 
     def passed_ops(self) -> set[str]:
         """Distinct ops every claimed sample of which passed fully delegated (as the report counts them)."""
@@ -52,13 +181,14 @@ class ConformRun:
         passed = self.outcomes["PASS"] + self.outcomes["PASS_PARTIAL"]
         assert passed >= min_pass, f"only {passed} samples passed (want >= {min_pass}): {dict(self.outcomes)}"
 
-    def assert_quick_subset(self, min_pass: int = 5, min_ops: int = 4) -> None:
+    def assert_quick_subset(self, min_pass: int = 5, min_ops: int = 4, model: bool = True) -> None:
         """What a plugin's CI subset must show: clean, at least ``min_ops`` distinct ops pass fully delegated,
-        and at least one model case passes (so the subset really ran on the vendor's toolchain)."""
+        and (with ``model``) at least one model case passes, so the subset really ran on the toolchain."""
         self.assert_clean(min_pass=min_pass)
         assert len(self.passed_ops()) >= min_ops, (sorted(self.passed_ops()), dict(self.outcomes))
-        assert any(c["kind"] == "model" and c["outcome"] in ("PASS", "PASS_PARTIAL") for c in self.cases), \
-            dict(self.outcomes)
+        if model:
+            assert any(c["kind"] == "model" and c["outcome"] in ("PASS", "PASS_PARTIAL") for c in self.cases), \
+                dict(self.outcomes)
 
 
 def run_conform(plugin: str, args: list[str], report_dir: Path, timeout_s: float = 1800) -> ConformRun:

@@ -693,7 +693,7 @@ def claim(program: Any, nodes: list[torch.fx.Node], options: dict[str, Any]) -> 
         if r is None and node.name in const_nodes(ctx):
             claimed.append(node.name)
             continue
-        r = rules.check(node, ctx)
+        r = rules.judge(node, ctx)
         if r is None:
             claimed.append(node.name)
         else:

@@ -19,12 +19,13 @@ from delegate_sdk_xnnpack import __version__, runtime
 from delegate_sdk_xnnpack._toolchain import executorch_version
 from delegate_sdk_xnnpack.compiler import BLOB_FORMAT, BLOB_FORMAT_VERSION, compile_partition
 from delegate_sdk_xnnpack.options import OPTIONS
+from delegate_sdk_xnnpack import rules as _rules_module
 from delegate_sdk_xnnpack.rules import rules
 
 NAME = "xnnpack"
 PRECISIONS = ("fp32", "int8")
-#: ops kept whole by the core: XNNPACK has a kernel for each, the decomposition would cost it
-KEEP_OPS = ("aten.linear.default", "aten.hardswish.default", "aten.max_pool2d.default", "aten.prelu.default")
+#: ops kept whole by the core (the claim table's keep_whole rows): XNNPACK has a kernel for each
+KEEP_OPS = _rules_module.KEEP_OPS
 
 
 @functools.lru_cache(maxsize=1)

@@ -45,7 +45,7 @@ REFUSED = [
     ("softmax_dim0", Fn(lambda x: x.softmax(0)), (r(2, 8),), "_softmax", ReasonCode.ATTR),
     ("mean_no_keepdim", Fn(lambda x: x.mean((2, 3))), (r(1, 3, 4, 4),), "mean", ReasonCode.ATTR),
     ("mean_last_dim", Fn(lambda x: x.mean(-1, keepdim=True)), (r(1, 3, 4, 4),), "mean", ReasonCode.ATTR),
-    ("mean_rank3", Fn(lambda x: x.mean((1, 2), keepdim=True)), (r(3, 4, 4),), "mean", ReasonCode.ATTR),
+    ("mean_rank3", Fn(lambda x: x.mean((1, 2), keepdim=True)), (r(3, 4, 4),), "mean", ReasonCode.RANK),
     ("pow3", Fn(lambda x: x ** 3), (r(2, 3),), "pow", ReasonCode.ATTR),
     ("maxpool_stride_gt_kernel", Fn(lambda x: F.max_pool2d(x, 2, 3)), (r(1, 3, 8, 8),), "max_pool2d", ReasonCode.ATTR),
     ("maxpool_indices", Fn(lambda x: F.max_pool2d(x, 2, return_indices=True)[1].float()), (r(1, 3, 8, 8),),
