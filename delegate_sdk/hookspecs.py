@@ -23,11 +23,12 @@ only those it names); a misspelled hook or argument name is rejected when the
 plugin is loaded.
 
 Required hooks: ``describe``, ``claim``, ``preprocess``, ``init``, ``execute``.
-Optional: ``destroy``, ``reference_execute``, ``conformance_cases``.
+Optional: ``validate_options``, ``destroy``, ``reference_execute``, ``conformance_cases``.
 
 Lifecycle of one model::
 
     describe()                                   # at discovery, and for `delegate-sdk plugins`
+    validate_options(options)                    # once per lowering: is this combination of options valid?
     claim(program, nodes, options)               # which nodes you take, and why not the others
     preprocess(program, options, calibration)    # once per partition you won: compile to a blob
     ... the core writes the blob into the artifact; later, maybe on another machine ...
@@ -108,6 +109,19 @@ def describe() -> BackendInfo:
     only if one handle may really run ``execute`` from several threads at once:
     conformance calls one loaded program from 4 threads and compares with the
     same calls made one at a time.
+    """
+
+
+@hookspec(firstresult=True)
+def validate_options(options: dict[str, Any]) -> None:
+    """Check a combination of options before anything is claimed. Optional.
+
+    The core has already checked each option on its own against your ``OptionSpec`` list (type, choices,
+    range) and filled in defaults; this hook is for what only you know: combinations
+    (``system_config`` that does not exist for the chosen ``target``), a value that needs your toolchain to
+    judge. Raise ``ValueError`` with a sentence naming the options and the fix; the user gets one
+    ``OptionError`` (exit code 2) before any node is claimed, instead of one refusal per node. Return
+    ``None`` when the options are fine.
     """
 
 

@@ -18,7 +18,6 @@ from delegate_sdk.errors import ContractError, FallbackError, InputError, Plugin
 from delegate_sdk.graph_ir import build_outer_graph
 from delegate_sdk.inspect_report import InspectReport, NodePlacement, PartitionPlanInfo
 from delegate_sdk.metrics import node_macs
-from delegate_sdk.options import validate_options
 from delegate_sdk.partition import PartitionPlan, plan_partitions
 from delegate_sdk.program import FallbackNode, Program, _Parts
 from delegate_sdk.registry import Backend, Registry, default_registry
@@ -78,7 +77,7 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
         raise UsageError(f"options given for {stray[0]!r}, which is not among the backends {backends}")
     chosen = [registry.get(b) for b in backends]
     infos = [b.require_available() for b in chosen]
-    opts = {b.name: validate_options(info, options.get(b.name)) for b, info in zip(chosen, infos)}
+    opts = {b.name: b.options(options.get(b.name)) for b in chosen}
     hosting = _hosting(hosted_ops, chosen, infos)
     for b, info in zip(chosen, infos):
         if info.hosts_ops:  # only plugins that can host see the key

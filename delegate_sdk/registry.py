@@ -18,7 +18,7 @@ from typing import Any
 import pluggy
 
 from delegate_sdk import hookspecs
-from delegate_sdk.errors import BackendUnavailableError, PluginLoadError, UnknownBackendError
+from delegate_sdk.errors import PluginError, BackendUnavailableError, PluginLoadError, UnknownBackendError
 from delegate_sdk.types import BackendInfo
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,22 @@ class Backend:
                                unavailable_reason=f"plugin {self.name!r} is invalid: {e}")
             self._info = info
         return self._info
+
+    def options(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        """``given`` checked option by option against the plugin's ``OptionSpec`` list, defaults filled in,
+        then as a combination by its ``validate_options`` hook; OptionError (exit 2) names what is wrong."""
+        from delegate_sdk.errors import OptionError
+        from delegate_sdk.options import validate_options
+
+        opts = validate_options(self.require_available(), given)
+        if self.implements("validate_options"):
+            try:
+                self.hook.call("validate_options", options=dict(opts))
+            except (ValueError, OptionError) as e:
+                raise OptionError(f"{self.name}: {e}") from e
+            except Exception as e:
+                raise PluginError(self.name, "validate_options", f"{type(e).__name__}: {e}") from e
+        return opts
 
     def implements(self, hook_name: str) -> bool:
         return any(impl.plugin is self.plugin for impl in getattr(self.hook.pm.hook, hook_name).get_hookimpls())
@@ -114,14 +130,9 @@ class Registry:
         for ep in entry_points(group=hookspecs.PROJECT):
             if ep.name in self._plugins:
                 continue
-            try:
-                plugin = ep.load()
-            except Exception as e:
-                # one broken plugin must not take the others down; it shows as unavailable
-                log.warning("could not import delegate_sdk plugin %r (%s): %s", ep.name, ep.value, e)
-                self._register_broken(ep.name, f"import of {ep.value} failed: {type(e).__name__}: {e}")
-                continue
-            self.register(plugin, ep.name)
+            dist = getattr(getattr(ep, "dist", None), "name", None)
+            fix = f"fix it, or remove it with `pip uninstall {dist}`" if dist else "fix it, or uninstall it"
+            self._load_one(ep.name, ep.value, ep.load, fix)
 
     def _load_env(self) -> None:
         spec = os.environ.get(ENV_VAR, "").strip()
@@ -129,7 +140,28 @@ class Registry:
             if "=" not in item:
                 raise PluginLoadError(f"{ENV_VAR}: entry {item!r} must look like name=package.module[:attribute]")
             name, target = (s.strip() for s in item.split("=", 1))
-            self.register(load_object(target), name)
+            self._load_one(name, target, lambda t=target: load_object(t), f"fix it, or drop it from {ENV_VAR}")
+
+    def _load_one(self, name: str, target: str, load: Any, fix: str) -> None:
+        """Import and register one plugin. One broken plugin must not take the others (or
+        ``delegate-sdk plugins``) down: it is listed as unavailable, with one line saying what is wrong."""
+        try:
+            plugin = load()
+        except Exception as e:
+            cause = e.__cause__ if isinstance(e, PluginLoadError) and e.__cause__ else e
+            where = ""
+            if isinstance(cause, SyntaxError) and cause.filename:
+                where = f" at {cause.filename}:{cause.lineno}"
+            reason = (f"plugin {name!r} ({target}) could not be imported: {type(cause).__name__}{where}: "
+                      f"{_one_line(cause) if not isinstance(cause, SyntaxError) else cause.msg}; {fix}")
+            log.warning("%s", reason)
+            self._register_broken(name, reason)
+            return
+        try:
+            self.register(plugin, name)
+        except PluginLoadError as e:
+            log.warning("%s", e)
+            self._register_broken(name, f"{e}; {fix}")
 
     def _register_broken(self, name: str, reason: str) -> None:
         class _Broken:
@@ -166,7 +198,11 @@ class Registry:
         missing = [h for h in REQUIRED_HOOKS if h not in hooked]
         if missing:
             self.pm.unregister(plugin)
-            raise PluginLoadError(f"plugin {name!r} does not implement the required hook(s) {', '.join(missing)}")
+            unmarked = [h for h in missing if callable(getattr(plugin, h, None))]
+            hint = (f": {', '.join(unmarked)} {'is' if len(unmarked) == 1 else 'are'} defined but not marked "
+                    "with @delegate_sdk.hookimpl" if unmarked else "")
+            raise PluginLoadError(f"plugin {name!r} does not implement the required hook(s) "
+                                  f"{', '.join(missing)}{hint}")
         self._plugins[name] = plugin
         self._backends.clear()
 

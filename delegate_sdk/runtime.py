@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from delegate_sdk.errors import ContractError, PluginError
+from delegate_sdk.errors import ContractError, PluginError, UsageError
 from delegate_sdk.graph_ir import CompiledGraph, Executor, OuterGraph
 from delegate_sdk.registry import Backend
 from delegate_sdk.signature import InputSpec, InputValidator
@@ -105,17 +105,30 @@ class DelegateRuntime:
         except Exception as e:
             raise PluginError(backend.name, "init", f"{type(e).__name__}: {e}", record.id) from e
         self._closed = False
+        # executes in flight; close() waits for them, so destroy never overlaps an execute on this handle
+        self._active = 0
+        self._idle = threading.Condition()
         # the hot path calls the plugin's execute directly: pluggy's dispatch costs more than the SDK itself
         self._execute = backend.direct("execute")
         self._want = [(getattr(torch, t.dtype), tuple(d if isinstance(d, int) else None for d in t.shape))
                       for t in record.outputs]
 
     def __call__(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        with self._idle:
+            if self._closed:
+                raise UsageError(f"the program was closed: its {self.backend.name} delegate {self.record.id} "
+                                 "was released; load the artifact again")
+            self._active += 1
         try:
             with self._lock:
                 out = self._execute(handle=self.handle, inputs=inputs)
         except Exception as e:
             raise PluginError(self.backend.name, "execute", f"{type(e).__name__}: {e}", self.record.id) from e
+        finally:
+            with self._idle:
+                self._active -= 1
+                if not self._active:
+                    self._idle.notify_all()
         if not self._fits(out):
             self._check(out)
         return out
@@ -148,9 +161,12 @@ class DelegateRuntime:
                                                      f"{list(spec.shape)}", pid)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        with self._idle:
+            if self._closed:
+                return
+            self._closed = True  # no new execute starts; wait for the running ones
+            while self._active:
+                self._idle.wait()
         if self.backend.implements("destroy"):
             try:
                 self.backend.hook.call("destroy", handle=self.handle)

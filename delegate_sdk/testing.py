@@ -93,7 +93,6 @@ def claim(backend: str, model: torch.nn.Module, args: tuple[Any, ...], *, kwargs
     """Capture ``model`` for ``backend`` and call its ``claim`` hook on the core's candidate list, with
     ``options`` validated and defaults filled in as for a real lowering. A contract violation (a node left
     out, answered twice, refused without a reason) raises ``ContractError`` as it would for a user."""
-    from delegate_sdk.options import validate_options
     from delegate_sdk.partition import _check_claims
     from delegate_sdk.registry import default_registry
 
@@ -101,7 +100,7 @@ def claim(backend: str, model: torch.nn.Module, args: tuple[Any, ...], *, kwargs
     info = b.require_available()
     ep = capture(backend, model, args, kwargs=kwargs, dynamic_shapes=dynamic_shapes)
     nodes = candidates(ep)
-    opts = validate_options(info, options)
+    opts = b.options(options)
     if info.hosts_ops:
         opts.setdefault("hosted_ops", False)
     claims = b.hook.call("claim", program=ep, nodes=nodes, options=opts)

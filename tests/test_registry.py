@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -105,9 +110,41 @@ def test_env_var_plugins_and_bad_entries(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "oops")
     with pytest.raises(PluginLoadError, match="must look like name=package.module"):
         Registry(load_entry_points=False)
-    monkeypatch.setenv(ENV_VAR, "x=no_such_module_xyz")
-    with pytest.raises(PluginLoadError, match="cannot load plugin 'no_such_module_xyz'"):
-        Registry(load_entry_points=False)
+    monkeypatch.setenv(ENV_VAR, "x=no_such_module_xyz,ir=dsdk_test_plugins.ir_backend:ALL")
+    reg = Registry(load_entry_points=False)  # the bad entry is listed as unavailable; the good one still loads
+    info = reg.get("x").info()
+    assert not info.available and "cannot load plugin 'no_such_module_xyz'" in info.unavailable_reason
+    assert f"drop it from {ENV_VAR}" in info.unavailable_reason and reg.get("ir").info().available
+
+
+BROKEN = {
+    "syntax": ("dsdk_syntax_plugin", "def describe(:\n    pass\n", r"SyntaxError at .*dsdk_syntax_plugin\.py:1"),
+    "raises": ("dsdk_raises_plugin", "import os\nos.environ['DSDK_NEVER_SET']\n", r"KeyError: 'DSDK_NEVER_SET'"),
+    "unmarked": ("dsdk_unmarked_plugin", GOOD.replace("@hookimpl\n", ""),
+                 r"describe, claim, preprocess, init, execute are defined but not marked with "
+                 r"@delegate_sdk.hookimpl"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_a_broken_plugin_is_one_line_and_takes_nothing_down(tmp_path, monkeypatch, kind):
+    module, source, pattern = BROKEN[kind]
+    make_dist(tmp_path, monkeypatch, kind, module, source)
+    make_dist(tmp_path, monkeypatch, "fakechip", "dsdk_fakechip_plugin", GOOD)
+    reg = Registry(load_env=False)
+    info = reg.get(kind).info()
+    assert not info.available and re.search(pattern, info.unavailable_reason), info.unavailable_reason
+    assert f"plugin {kind!r}" in info.unavailable_reason and "pip uninstall" in info.unavailable_reason
+    assert "\n" not in info.unavailable_reason
+    assert reg.get("fakechip").info().available
+    # and `delegate-sdk plugins` still lists everything, exit 0
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env.pop(ENV_VAR, None)
+    proc = subprocess.run([sys.executable, "-m", "delegate_sdk.cli", "plugins", "--json"], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert rows["fakechip"]["available"] and not rows[kind]["available"]
 
 
 def test_backends_api_lists_describe(monkeypatch):

@@ -147,3 +147,33 @@ def test_the_outer_graph_runs_as_generated_code_that_no_artifact_string_can_ente
     undefined = OuterGraph(["a"], [], [GNode("b", "aten.relu.default", [{"ref": "zzz"}], {})], [{"ref": "b"}])
     with pytest.raises(ArtifactCorruptError, match="before it is defined"):
         CompiledGraph(undefined, call)
+
+
+@pytest.mark.parametrize("thread_safe", [False, True])
+def test_close_waits_for_running_executes_and_later_calls_are_refused(registry, thread_safe):
+    """destroy never overlaps an execute on the same handle (the hookspecs promise it), thread safe or not."""
+    be = IRBackend("slow", ELEMENTWISE | LINEAR, thread_safe=thread_safe, slow_execute=0.2)
+    registry.register(be, "slow")
+    model, (x,) = small_cnn()
+    prog = lower(model, (x,), ["slow"], registry=registry)
+    started = threading.Event()
+    results: list[object] = []
+
+    def call() -> None:
+        started.set()
+        results.append(prog(x))
+
+    workers = [threading.Thread(target=call) for _ in range(3)]
+    for w in workers:
+        w.start()
+    started.wait()
+    while be.executes == 0:  # an execute is running now
+        threading.Event().wait(0.005)
+    prog.close()
+    for w in workers:
+        w.join()
+    assert be.destroyed >= 1 and be.destroyed_while_running == 0
+    from delegate_sdk.errors import UsageError
+
+    with pytest.raises(UsageError, match="program was closed"):
+        prog(x)

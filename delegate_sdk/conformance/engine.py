@@ -77,6 +77,7 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
         spec = info.precision(precision)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    backend.options({**options, "precision": precision})  # a bad combination is one OptionError, before any case
     shard_t = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     if expectations is not None:
         if not Path(expectations).is_file():

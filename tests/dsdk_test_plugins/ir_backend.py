@@ -49,6 +49,7 @@ class IRBackend:
         self.inits = 0
         self.executes = 0
         self.destroyed = 0
+        self.destroyed_while_running = 0
         self.calibration_seen: list[Any] = []
         self._per_handle: dict[int, int] = {}
         self.max_concurrent = 0  # most simultaneous execute calls seen on one handle
@@ -133,6 +134,9 @@ class IRBackend:
 
     @hookimpl
     def destroy(self, handle: Any) -> None:
+        with self._lock:
+            if self._per_handle.get(id(handle), 0):
+                self.destroyed_while_running += 1  # the core promised this never happens
         self.destroyed += 1
 
 

@@ -57,6 +57,13 @@ def describe() -> BackendInfo:
 
 
 @hookimpl
+def validate_options(options: dict[str, Any]) -> None:
+    from delegate_sdk_arm_ethos.options import resolve
+
+    resolve(options)  # ValueError names the inconsistent target / system_config / memory_mode
+
+
+@hookimpl
 def claim(program: ExportedProgram, nodes: list[torch.fx.Node], options: dict[str, Any]) -> Claims:
     from delegate_sdk_arm_ethos.rules import claim as claim_nodes
 

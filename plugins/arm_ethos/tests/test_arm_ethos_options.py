@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import configparser
+import subprocess
+import sys
 
 import pytest
+
+from delegate_sdk.errors import OptionError
 
 from delegate_sdk_arm_ethos.options import MEMORY_MODES, SYSTEM_CONFIGS, TARGETS, resolve
 
@@ -62,5 +66,21 @@ def test_core_validates_option_values():
     info = describe()
     full = validate_options(info, {"target": "ethos-u85-512"})
     assert full["system_config"] == "auto" and full["precision"] == "int8"
-    with pytest.raises(Exception, match="ethos-u55-128"):
+    with pytest.raises(OptionError, match="ethos-u55-128"):
         validate_options(info, {"target": "u55"})
+
+
+def test_a_bad_combination_is_one_option_error_before_claiming():
+    """validate_options hook: the user gets one OptionError (exit 2), not one refusal per node."""
+    import torch
+
+    import delegate_sdk
+
+    bad = {"arm_ethos": {"target": "ethos-u55-128", "system_config": "Ethos_U85_SYS_DRAM_Mid"}}
+    with pytest.raises(OptionError, match="arm_ethos: .*another NPU"):
+        delegate_sdk.inspect(torch.nn.ReLU(), (torch.randn(2),), ["arm_ethos"], options=bad)
+    proc = subprocess.run([sys.executable, "-m", "delegate_sdk.cli", "conform", "--plugin", "arm_ethos", "-k",
+                           "^op/relu/", "--option", "arm_ethos.target=ethos-u55-128",
+                           "--option", "arm_ethos.system_config=Ethos_U85_SYS_DRAM_Mid"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "another NPU" in proc.stderr, proc.stdout + proc.stderr
