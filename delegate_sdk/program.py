@@ -276,6 +276,9 @@ def _unpack_weights(index: list[dict[str, Any]], data: bytes) -> dict[str, torch
             continue
         raw = torch.frombuffer(bytearray(data[off:off + n]), dtype=torch.uint8)
         out[w["name"]] = raw.view(dtype).reshape(shape)
+    end = max((int(w["offset"]) + int(w["nbytes"]) for w in index), default=0)
+    if len(data) != end:  # the writer packs exactly the indexed weights: anything else was put there
+        raise ArtifactCorruptError(f"weights.bin holds {len(data)} bytes where its index describes {end}")
     return out
 
 

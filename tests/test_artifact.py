@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -114,12 +115,16 @@ def test_malicious_pickle_is_never_executed(saved, tmp_path):
 
         m["sha256"]["weights.bin"] = hashlib.sha256(payload).hexdigest()
         e["manifest.json"] = json.dumps(m).encode()
+    clean = tmp_path / "clean.dsdk"
+    shutil.copy(path, clean)
     _rewrite(path, plant)
-    try:
-        prog = load(path, registry)
-        prog(x)
-    except ArtifactError:
-        pass
+    # a weights file that is a pickle is not weights: refused by the reader, which never unpickles
+    with pytest.raises(ArtifactCorruptError):
+        load(path, registry)
+    assert not marker.exists()
+    # and an unknown extra entry alone (data.pkl) is ignored, never loaded: the program still runs
+    _rewrite(clean, lambda e: e.__setitem__("data.pkl", payload))
+    torch.testing.assert_close(load(clean, registry)(x), model(x))
     assert not marker.exists()
 
 

@@ -166,6 +166,36 @@ def test_random_graphs_valid(seed, n, p1, p2, min_size):
         assert len(p.nodes) >= min_size
 
 
+@pytest.mark.xfail(strict=True, reason="known limitation: the one-pass grower refuses a merge that would give "
+                                       "new ancestors to a group something outside already depends on, even when "
+                                       "no cycle would result (e.g. seed 0, n=22: two adjacent B partitions whose "
+                                       "union is convex); a merge pass after growing is planned (issue 15)")
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 60), p1=st.floats(0, 1), p2=st.floats(0, 1))
+def test_random_graphs_maximal(seed, n, p1, p2):
+    g = random_dag(seed, n)
+    r = random.Random(seed + 1)
+    table = {"A": {x for x in g.names if r.random() < p1}, "B": {x for x in g.names if r.random() < p2}}
+    assert_maximal(g, plan_partitions(g, ["A", "B"], claimer(table)))
+
+
+def assert_maximal(graph: DepGraph, plan) -> None:
+    """No two partitions of one backend joined by an edge could have been one: their union would be convex
+    (no path leaves it and comes back), so the partitioner left a cut it did not need."""
+    idx = {n: i for i, n in enumerate(graph.names)}
+    desc = reachable(graph)
+    part_of = {idx[n]: k for k, p in enumerate(plan.partitions) for n in p.nodes}
+    for i, ins in enumerate(graph.inputs):
+        for j in ins:
+            a, b = part_of.get(j), part_of.get(i)
+            if a is None or b is None or a == b or plan.partitions[a].backend != plan.partitions[b].backend:
+                continue
+            union = {idx[n] for n in plan.partitions[a].nodes + plan.partitions[b].nodes}
+            convex = all(not (desc[out] & union) for m in union for out in desc[m] - union)
+            assert not convex, (f"partitions {plan.partitions[a].id} and {plan.partitions[b].id} "
+                                f"({plan.partitions[a].backend}) are adjacent and their union is convex")
+
+
 def test_partitions_are_maximal_on_a_chain():
     g = DepGraph([f"n{i}" for i in range(200)], [[i - 1] if i else [] for i in range(200)])
     plan = plan_partitions(g, ["A"], claimer({"A": set(g.names)}))

@@ -323,6 +323,10 @@ def test_lower_save_load_with_fallback(tmp_path: Path) -> None:
     m, x = Net().eval(), torch.randn(1, 3, 16, 16)
     ref = m(x)
     prog = delegate_sdk.lower(m, (x,), ["coreml"], options={"coreml": {"precision": "fp32"}})
+    s = prog.summary()
+    delegated = {op for p in s.partitions for op in p.ops}
+    assert {"aten.convolution.default", "aten.relu.default", "aten.mean.dim"} <= delegated, delegated
+    assert [f.op for f in s.fallback] == ["aten.add.Tensor"], s.fallback  # only the alpha=2 add falls back
     out = prog(x)
     for o, r in zip(out, ref):
         torch.testing.assert_close(o, r, rtol=1e-5, atol=1e-5)

@@ -165,6 +165,11 @@ def test_core_lower_save_load_with_fallback(tmp_path):
     reg.register(plugin, "xnnpack")
     net, x = Net().eval(), r(2, 3, 8, 8)
     program = delegate_sdk.lower(net, (x,), ["xnnpack"], registry=reg)
+    s = program.summary()
+    delegated = {op for p in s.partitions for op in p.ops}
+    assert {"aten.convolution.default", "aten.relu.default", "aten.linear.default"} <= delegated, delegated
+    fallback_ops = {f.op for f in s.fallback}
+    assert {"aten.mean.dim", "aten._log_softmax.default"} <= fallback_ops, fallback_ops  # the fallback is real
     torch.testing.assert_close(program(x), net(x), rtol=1e-5, atol=1e-5)
     from delegate_sdk.program import load
 
@@ -182,6 +187,9 @@ def test_core_lower_int8():
     calib = [(r(1, 3, 10, 10),) for _ in range(16)]
     program = delegate_sdk.lower(net, calib[0], ["xnnpack"], options={"xnnpack": {"precision": "int8"}},
                             calibration=calib, registry=reg)
+    s = program.summary()
+    assert len(s.partitions) == 1 and not s.fallback, s.to_json()  # everything on XNNPACK
+    assert all(q is not None for q in s.partitions[0].output_quant), "int8 outputs report their quantization"
     x = r(1, 3, 10, 10)
     err = float((program(x) - net(x)).abs().max())
-    assert err < 0.1 * float(net(x).abs().max())
+    assert 0 < err < 0.1 * float(net(x).abs().max())  # quantized (not bit-exact), and close
