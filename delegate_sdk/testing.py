@@ -39,7 +39,8 @@ from torch.export import ExportedProgram
 from delegate_sdk.conformance.expectations import is_unexpected
 from delegate_sdk.types import Claims, Refusal
 
-__all__ = ["ClaimResult", "ConformRun", "LoweredRun", "candidates", "capture", "claim", "lower_and_run", "run_conform"]
+__all__ = ["ClaimResult", "ConformRun", "LoweredRun", "candidates", "capture", "claim", "lower_and_run",
+           "ops_without_conformance_case", "run_conform"]
 
 
 def capture(backend: str | None, model: torch.nn.Module, args: tuple[Any, ...], *,
@@ -150,6 +151,16 @@ def lower_and_run(backend: str, model: torch.nn.Module, args: tuple[Any, ...], *
         got = prog(*run_args, **(kwargs or {}))
         want = model.eval()(*run_args, **(kwargs or {}))
     return LoweredRun(prog, list(pytree.tree_leaves(got)), list(pytree.tree_leaves(want)))
+
+
+def ops_without_conformance_case(backend: str, ops: Any) -> list[str]:
+    """The ops of ``ops`` (e.g. ``table.ops_at("fp32")``) that no conformance case is about: neither the
+    built-in corpus nor ``backend``'s ``conformance_cases``. Every op you claim needs one, or conformance
+    certifies nothing about it."""
+    from delegate_sdk.conformance.runner import collect_cases
+
+    covered = {getattr(c, "op", None) for c in collect_cases(backend, "ops")}
+    return sorted(set(ops) - covered)
 
 
 @dataclass

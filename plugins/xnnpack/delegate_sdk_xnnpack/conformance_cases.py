@@ -53,6 +53,9 @@ def cases() -> list[OpCase]:
         OpCase("op/xnnpack_max_dim_4d", "aten.max.dim",
                _seeded(lambda: _Fn(lambda x: x.max(3, keepdim=True)[0] + x.max(2, keepdim=True)[0])),
                _std((2, 3, 8, 5), (1, 4, 5, 9))),
+        OpCase("op/xnnpack_max_pool2d", "aten.max_pool2d.default",  # kept whole (keep_ops), values only
+               _seeded(lambda: _Fn(lambda x: torch.nn.functional.max_pool2d(x, 2) + 0.5)),
+               _std((2, 3, 8, 8), (1, 4, 6, 10))),
         OpCase("op/xnnpack_slice_step1", "aten.slice.Tensor", _seeded(lambda: _Fn(lambda x: x[:, 1:5, 2:] * 1.5)),
                _std((4, 8, 6), (2, 6, 7, 3))),
     ]

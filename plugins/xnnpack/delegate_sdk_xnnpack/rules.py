@@ -218,8 +218,9 @@ def bilinear_integral_size(node: torch.fx.Node, ctx: RuleContext) -> Reject | No
 
 rules.ops("aten.cat.default", precisions=BOTH)
 rules.ops("aten.constant_pad_nd.default")
-rules.ops("aten.permute.default", "aten.squeeze.dims", "aten.squeeze.dim", "aten.squeeze.default",
-          "aten.unsqueeze.default", "aten.view.default", precisions=BOTH)
+# (squeeze.dim and squeeze.default never reach claim: core ATen spells every squeeze squeeze.dims)
+rules.ops("aten.permute.default", "aten.squeeze.dims", "aten.unsqueeze.default", "aten.view.default",
+          precisions=BOTH)
 rules.ops("aten.slice.Tensor", values={"step": (1,)}, precisions=BOTH)
 rules.ops("aten.clone.default", values={"memory_format": (None, torch.preserve_format, torch.contiguous_format)})
 # known, never delegated: the reasons say why

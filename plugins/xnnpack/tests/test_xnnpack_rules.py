@@ -174,3 +174,13 @@ def test_options_are_validated_with_the_valid_ones_listed():
         validate_options(info, {"threads": 2})
     with pytest.raises(OptionError, match="num_threads"):
         validate_options(info, {"num_threads": 1000})
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_every_claimable_op_has_a_conformance_case(precision):
+    """Conformance certifies only ops some case is about: each op the table can claim has one (the corpus's,
+    or one this plugin contributes for a form only it reaches, like max_pool2d kept whole)."""
+    from delegate_sdk import testing
+    from delegate_sdk_xnnpack.rules import supported_ops
+
+    assert testing.ops_without_conformance_case("xnnpack", supported_ops(precision)) == []
