@@ -63,7 +63,7 @@ def test_row_precision_constant_values_and_ranks() -> None:
     assert answers(t, Fn(lambda x: torch.add(x, x, alpha=2)), torch.randn(3))["aten.add.Tensor"][0] == ReasonCode.ATTR
     assert answers(t, Fn(lambda x: x + x), torch.randn(3))["aten.add.Tensor"] == "claimed"
     assert answers(t, Fn(torch.tanh), torch.randn(3), precision="int8")["aten.tanh.default"] == (
-        ReasonCode.PRECISION, "not taken at int8: no int8 tanh")
+        ReasonCode.QUANT, "not taken at int8: no int8 tanh")
     assert answers(t, nn.Conv2d(2, 2, 1), torch.randn(1, 2, 3, 3))["aten.convolution.default"] == "claimed"
     assert answers(t, nn.Conv1d(2, 2, 1), torch.randn(1, 2, 3))["aten.convolution.default"][0] == ReasonCode.RANK
     act_weight = Fn(lambda x, w: torch.nn.functional.conv2d(x, w))

@@ -54,7 +54,7 @@ from delegate_sdk.support.nodes import (
     op_name,
     used_outputs,
 )
-from delegate_sdk.types import Claims, ReasonCode, Refusal
+from delegate_sdk.types import Claims, ReasonCode, Refusal, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -378,8 +378,9 @@ class ClaimTable:
             return spec.refusal
         if not self._at(spec, ctx.precision):
             why = spec.precision_reasons.get(ctx.precision)
-            if why:
-                return Reject(ReasonCode.PRECISION, f"not taken at {ctx.precision}: {why}")
+            if why:  # a reason given at a quantized precision says the op does not survive quantization
+                code = ReasonCode.QUANT if _quantized(ctx.precision) else ReasonCode.PRECISION
+                return Reject(code, f"not taken at {ctx.precision}: {why}")
             allowed = spec.precisions if spec.precisions is not None else self.precisions or ()
             return Reject(ReasonCode.PRECISION, f"{self.backend} has no {ctx.precision} kernel for {spec.name} "
                                                 f"(it runs at {', '.join(allowed)})")
@@ -390,7 +391,9 @@ class ClaimTable:
                     return Reject(ReasonCode.CONSTANT, f"{a} of {_short(spec.name)} must be a constant (a weight or "
                                                        f"buffer), not a tensor computed at run time")
             for a, allowed_values in spec.values.items():
-                v = args.get(a)
+                if a not in args:  # a row shared by ops of different schemas: only those that have it
+                    continue
+                v = args[a]
                 if not any(_same(v, ok) for ok in allowed_values):
                     shown = " or ".join(repr(x) for x in allowed_values)
                     return Reject(ReasonCode.ATTR, f"{a}={v!r} is not supported by {self.backend} (only {shown})")
@@ -467,6 +470,13 @@ def folded_constants(program: ExportedProgram) -> set[str]:
               and all(a.name in const for a in n.all_input_nodes)):
             const.add(n.name)
     return const
+
+
+def _quantized(precision: str) -> bool:
+    try:
+        return resolve_precision(precision).quantized
+    except ValueError:  # a plugin's own precision name: the generic code
+        return False
 
 
 def _applies(precisions: tuple[str, ...] | None, precision: str) -> bool:

@@ -15,7 +15,7 @@ from delegate_sdk_qnn.qnn_env import probe, versions
 
 #: kept whole so that torch.onnx exports it as MatMul/Softmax/MatMul; the core-ATen
 #: decomposition adds a -inf equality check that cannot be quantized.
-KEEP_OPS = ("aten.scaled_dot_product_attention.default",)
+KEEP_OPS = rules.KEEP_OPS
 
 
 @hookimpl
