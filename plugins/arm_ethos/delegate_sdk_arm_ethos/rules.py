@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import math
 import operator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from delegate_sdk.support import (
+    ClaimTable,
+    NodeLimits,
     Reject,
     RuleContext,
-    SupportRules,
-    dtype_name,
     input_tensors,
-    is_constant,
     op_name,
     output_tensors,
 )
-from delegate_sdk.types import Claims, ReasonCode, Refusal
+from delegate_sdk.types import Claims, ReasonCode
 from delegate_sdk_arm_ethos.lowering import (
     NOT_INT16_TABLE,
     TABLE_OPS,
@@ -47,43 +47,47 @@ POOL_MAX_KAREA = 65536
 AXIS_MAX = 65536
 RESIZE_U55_FACTORS = (2, 4, 8)
 
-rules = SupportRules()
+_QUANTIZES_ITSELF = "tensors are not supported: the plugin quantizes float32 activations itself"
 U55 = "Ethos-U55/U65"
+
+# the compiler evaluates nodes computed from constants only (a transposed weight, an arange bias) with
+# PyTorch and bakes the result in: such nodes are taken whatever their op (claim_folded_constants)
+rules = ClaimTable(
+    "Ethos-U",
+    NodeLimits(dtypes=("float32", "bool"), max_rank=MAX_RANK, static_shapes=True, zero_size=False,
+               dtype_reasons={
+                   "int64": "int64 tensors are not supported (TOSA INT has no 64-bit types)",
+                   "float64": "float64 tensors are not supported (TOSA INT has no 64-bit types)",
+                   **{d: f"{d} {_QUANTIZES_ITSELF}" for d in ("float16", "bfloat16", "int8", "uint8", "int16",
+                                                              "int32")},
+               }),
+    claim_folded_constants=True,
+)
+
+
+@dataclass(frozen=True)
+class ClaimState:
+    """Resolved once per claim from the options: the target, or why the options name none."""
+
+    target: Target | None
+    target_error: str = ""
+
+
+@rules.state
+def _resolve_target(program: Any, options: dict[str, Any]) -> ClaimState:
+    try:
+        return ClaimState(resolve(options))
+    except ValueError as e:
+        return ClaimState(None, str(e))
 
 
 # ------------------------------------------------------------------ context
 def target(ctx: RuleContext) -> Target | None:
-    cache = ctx.__dict__.setdefault("_arm_ethos", {})
-    if "target" not in cache:
-        try:
-            cache["target"] = resolve(ctx.options)
-        except ValueError as e:
-            cache["target"] = None
-            cache["target_error"] = str(e)
-    return cache["target"]
-
-
-def _deterministic(n: torch.fx.Node) -> bool:
-    return torch.Tag.nondeterministic_seeded not in getattr(n.target, "tags", ())
-
-
-def const_nodes(ctx: RuleContext) -> set[str]:
-    """Nodes computed from weights only, or from nothing (arange, full): the compiler folds them."""
-    cache = ctx.__dict__.setdefault("_arm_ethos", {})
-    if "const" not in cache:
-        const: set[str] = set()
-        for n in ctx.program.graph.nodes:
-            if n.op == "get_attr" or (n.op == "placeholder" and is_constant(ctx.program, n)):
-                const.add(n.name)
-            elif (n.op == "call_function" and _deterministic(n)
-                  and all(a.name in const for a in n.all_input_nodes)):
-                const.add(n.name)
-        cache["const"] = const
-    return cache["const"]
+    return ctx.state.target
 
 
 def is_const(ctx: RuleContext, arg: Any) -> bool:
-    return isinstance(arg, torch.fx.Node) and arg.name in const_nodes(ctx)
+    return ctx.is_folded_constant(arg)
 
 
 def u55(ctx: RuleContext) -> bool:
@@ -130,48 +134,22 @@ FLOAT_OK = {"float32"}
 @rules.every
 def _options(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     if target(ctx) is None:
-        return Reject(ReasonCode.ATTR, ctx.__dict__["_arm_ethos"]["target_error"])
+        return Reject(ReasonCode.ATTR, ctx.state.target_error)
     if ctx.precision not in ("int8", "a16w8"):
         return Reject(ReasonCode.PRECISION, f"precision {ctx.precision!r} is not supported (int8, a16w8)")
     return None
-
-
-# Ops whose extra outputs (max-pool indices, batch-norm statistics) the op rule requires to be unused.
-FIRST_OUTPUT_ONLY = {"aten.max_pool2d_with_indices.default", "aten._native_batch_norm_legit_no_training.default",
-                     "aten.adaptive_max_pool2d.default", "aten.max.dim", "aten.min.dim"}
 
 
 def _extra_outputs_used(node: torch.fx.Node) -> bool:
     return any(u.target is operator.getitem and u.args[1] != 0 and u.users for u in node.users)
 
 
-def _checked_tensors(node: torch.fx.Node) -> list[torch.Tensor]:
-    outs = output_tensors(node)
-    if op_name(node) in FIRST_OUTPUT_ONLY:
-        outs = outs[:1]
-    return [*input_tensors(node), *outs]
-
-
 @rules.every
-def _tensors(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    ts = _checked_tensors(node)
-    if any(not isinstance(d, int) for t in ts for d in t.shape):
-        return Reject(ReasonCode.DYNAMIC, "dynamic shapes are not supported: Vela compiles static shapes only")
-    for t in ts:
-        d = dtype_name(t.dtype)
-        if d in ("int64", "float64"):
-            return Reject(ReasonCode.DTYPE, f"{d} tensors are not supported (TOSA INT has no 64-bit types)")
-        if d == "bool":
-            if u55(ctx):
-                return Reject(ReasonCode.DTYPE, f"bool tensors are not supported on {U55}")
-            continue
-        if d not in FLOAT_OK:
-            return Reject(ReasonCode.DTYPE, f"{d} tensors are not supported: the plugin quantizes float32 "
-                                            "activations itself")
-    if any(t.dim() > MAX_RANK for t in ts):
-        return Reject(ReasonCode.RANK, f"rank above {MAX_RANK} is not supported (TOSA level 8K)")
-    if any(d == 0 for t in ts for d in t.shape):
-        return Reject(ReasonCode.SHAPE, "zero-size tensors are not supported")
+def _bool_on_u55(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    from delegate_sdk.support import node_tensors
+
+    if u55(ctx) and any(t.dtype == torch.bool for t in node_tensors(node)):
+        return Reject(ReasonCode.DTYPE, f"bool tensors are not supported on {U55}")
     return None
 
 
@@ -677,25 +655,5 @@ def _softmax(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
 
 
 def claim(program: Any, nodes: list[torch.fx.Node], options: dict[str, Any]) -> Claims:
-    """The rules above, plus: any node computed from constants only is claimed whatever its op.
-
-    The compiler evaluates such nodes with PyTorch at compile time (constant
-    folding: a transposed weight, an ``arange`` bias) and bakes the result in.
-    """
-
-    claimed: list[str] = []
-    refused: list[Refusal] = []
-    ctx = RuleContext(program, options)
-    for node in nodes:
-        r = None
-        for every in (_options, _tensors):
-            r = r or every(node, ctx)
-        if r is None and node.name in const_nodes(ctx):
-            claimed.append(node.name)
-            continue
-        r = rules.judge(node, ctx)
-        if r is None:
-            claimed.append(node.name)
-        else:
-            refused.append(Refusal(node.name, r.code, r.message))
-    return Claims(tuple(claimed), tuple(refused))
+    """The ``claim`` hook: the table above, nodes computed from constants taken whatever their op."""
+    return rules.claim(program, nodes, options)

@@ -23,15 +23,13 @@ from typing import Any
 
 import torch
 
-from delegate_sdk import Claims, ReasonCode, Refusal
+from delegate_sdk import Claims, ReasonCode
 from delegate_sdk.support import (
+    ClaimTable,
+    NodeLimits,
     Reject,
     RuleContext,
-    SupportRules,
-    dtypes_of,
-    has_dynamic_shape,
     input_tensors,
-    max_rank,
     op_name,
     output_tensors,
 )
@@ -225,45 +223,8 @@ KNOWN_WRONG: dict[str, str] = {
     "aten.asinh.default": "coremltools' asinh converter calls a MIL op that does not exist (conversion fails)",
 }
 
-rules = SupportRules()
-
-
-# --- rules for every node
-
-
-@rules.every
-def _dtype(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    bad = sorted(dtypes_of(node) - SUPPORTED_DTYPES)
-    if bad:
-        return Reject(ReasonCode.DTYPE, f"dtype {', '.join(bad)} is not supported by Core ML "
-                                        f"(supported: {', '.join(sorted(SUPPORTED_DTYPES))})")
-    return None
-
-
-@rules.every
-def _rank(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    r = max_rank(node)
-    if r > MAX_RANK:
-        return Reject(ReasonCode.RANK, f"rank {r} tensor: Core ML supports tensors of rank <= {MAX_RANK}")
-    return None
-
-
-@rules.every
-def _static(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    if has_dynamic_shape(node):
-        return Reject(ReasonCode.DYNAMIC, "dynamic shapes are not supported: the plugin compiles static shapes")
-    if any(0 in t.shape for t in (*input_tensors(node), *_used_outputs(node))):
-        return Reject(ReasonCode.SHAPE, "zero-size tensors are not supported by Core ML")
-    return None
-
-
-def _used_outputs(node: torch.fx.Node) -> list[torch.Tensor]:
-    """The outputs of ``node`` something reads (batch norm's unused statistics are empty tensors)."""
-    val = node.meta.get("val")
-    if not isinstance(val, (list, tuple)):
-        return output_tensors(node)
-    used = {u.args[1] for u in node.users if u.target is operator.getitem}
-    return [v for i, v in enumerate(val) if i in used and isinstance(v, torch.Tensor)]
+rules = ClaimTable("Core ML", NodeLimits(dtypes=tuple(sorted(SUPPORTED_DTYPES)), max_rank=MAX_RANK,
+                                        static_shapes=True, zero_size=False))
 
 
 # --- per-op rules (conversions coremltools gets wrong or fails on)
@@ -414,14 +375,7 @@ def mil_ops_for(name: str) -> frozenset[str]:
 def claim(program: torch.export.ExportedProgram, nodes: Iterable[torch.fx.Node], options: dict[str, Any],
           runtime_ops: frozenset[str] | None, runtime_name: str) -> Claims:
     """Claim ``nodes``; ``runtime_ops`` is the set of MIL ops the host runtime executes (None: all of them)."""
-    nodes = list(nodes)
     missing_pass_ops = sorted(PASS_PRODUCED_MIL - runtime_ops) if runtime_ops is not None else []
-
-    pre: dict[str, Reject] = {}
-    for node in nodes:
-        r = _before_rules(node)
-        if r is not None:
-            pre[node.name] = r
 
     def host_runtime(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
         if runtime_ops is None:
@@ -436,14 +390,11 @@ def claim(program: torch.export.ExportedProgram, nodes: Iterable[torch.fx.Node],
                                               f"{runtime_name} on this host cannot execute (Core ML on macOS can)")
         return None
 
-    claims = rules.claim(program, [n for n in nodes if n.name not in pre], options, extra=host_runtime)
-    refused = list(claims.refused) + [Refusal(n, r.code, r.message) for n, r in pre.items()]
-    order = {n.name: i for i, n in enumerate(nodes)}
-    refused.sort(key=lambda r: order.get(r.node, 0))
-    return Claims(claims.claimed, tuple(refused))
+    return rules.claim(program, nodes, options, extra=host_runtime)
 
 
-def _before_rules(node: torch.fx.Node) -> Reject | None:
+@rules.before
+def _before_rules(node: torch.fx.Node, ctx: RuleContext | None = None) -> Reject | None:
     """Refusals that do not depend on arguments: random ops, ops coremltools lacks, ops not verified here."""
     name = op_name(node)
     if name in RANDOM_OPS:

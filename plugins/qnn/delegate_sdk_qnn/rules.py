@@ -21,7 +21,6 @@ from delegate_sdk.support import (
     RuleContext,
     arguments,
     dtype_name,
-    input_tensors,
     op_name,
     output_tensors,
     output_used,

@@ -12,8 +12,6 @@ Some ops are claimed in a spelling XNNPACK does not match directly and
 
 from __future__ import annotations
 
-import math
-import operator
 from typing import Any
 
 import torch
