@@ -39,6 +39,6 @@ def test_the_guide_code_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_the_guide_pytest_config_is_the_scaffolds() -> None:
     (toml,) = _blocks("toml")
-    assert "delegate_sdk_conform" in toml
+    assert toml.startswith("[tool.delegate_sdk]\nconform = [")
     template = Path(__file__).resolve().parents[1] / "delegate_sdk" / "scaffold" / "template" / "pyproject.toml.tmpl"
-    assert "delegate_sdk_conform" in template.read_text()
+    assert "[tool.delegate_sdk]\nconform = [" in template.read_text()
