@@ -10,13 +10,12 @@ terminal unless the application asks for debug logs.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import sys
-import threading
-import warnings
 from collections.abc import Iterator
 from typing import Any
+
+from delegate_sdk.support.quiet import quiet as core_quiet
 
 log = logging.getLogger(__name__)
 
@@ -24,45 +23,12 @@ log = logging.getLogger(__name__)
 _NOISY_LOGGERS = ("coremltools", "torchao", "torchao.kernel.intmm", "torch.utils._pytree", "executorch",
                   "torch._export", "torch.export", "py.warnings")
 
-_lock = threading.RLock()
-
-
-class _ToDebug(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            log.debug("[%s] %s", record.name, record.getMessage())
-        except Exception:  # a malformed third-party record must not break conversion
-            pass
-
-
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Silence stdout/stderr writes, warnings and the toolchain's loggers; re-log them at DEBUG."""
-    with _lock:
-        saved: list[tuple[logging.Logger, int, bool, list[logging.Handler]]] = []
-        handler = _ToDebug()
-        for name in _NOISY_LOGGERS:
-            lg = logging.getLogger(name)
-            saved.append((lg, lg.level, lg.propagate, list(lg.handlers)))
-            lg.handlers = [handler]
-            lg.propagate = False
-            lg.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.ERROR + 1)
-        out, err = io.StringIO(), io.StringIO()
-        try:
-            with warnings.catch_warnings(record=True) as caught, \
-                    contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                warnings.simplefilter("always")
-                yield
-        finally:
-            for lg, level, propagate, handlers in saved:
-                lg.setLevel(level)
-                lg.propagate = propagate
-                lg.handlers = handlers
-            for w in caught:
-                log.debug("warning: %s", w.message)
-            for stream, text in (("stdout", out.getvalue()), ("stderr", err.getvalue())):
-                if text.strip():
-                    log.debug("%s: %s", stream, text.strip()[-2000:])
+    # Python-level only: coremltools' output is Python's (tqdm, warnings, logging), not native
+    with core_quiet(log, loggers=_NOISY_LOGGERS, native=False):
+        yield
 
 
 def import_coremltools() -> Any:

@@ -10,80 +10,24 @@ file descriptors 1 and 2 and hands what it caught to this module's logger.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
-import io
 import logging
-import os
-import sys
-import tempfile
-import threading
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from delegate_sdk.support.quiet import quiet as core_quiet
+
 log = logging.getLogger(__name__)
-
-# dup2 on fds 1/2 is process-wide: two overlapping quiet() blocks from two threads
-# would restore each other's descriptors in the wrong order.
-_fd_lock = threading.RLock()
-
-
-def _flush_c_streams() -> None:
-    # C/C++ code may hold output in stdio buffers; flushed after fds are restored it would reach the terminal
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).fflush(None)
-
 
 @contextlib.contextmanager
 def quiet(what: str) -> Iterator[None]:
-    """Run a block with stdout/stderr, warnings and new root log handlers captured.
-
-    Both levels: file descriptors 1/2 (C++ writing to them) and ``sys.stdout``/
-    ``sys.stderr`` (the runtime's logs go through Python's ``sys.stderr`` when it
-    is not backed by fd 2, as under pytest's capture).
-    """
-    with _fd_lock:
-        root_handlers = list(logging.getLogger().handlers)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        _flush_c_streams()
-        saved: list[int] = []
-        py_sink = io.StringIO()
-        with tempfile.TemporaryFile() as sink, warnings.catch_warnings(record=True) as caught, \
-                contextlib.redirect_stdout(py_sink), contextlib.redirect_stderr(py_sink):
-            warnings.simplefilter("always")
-            try:
-                for fd in (1, 2):
-                    saved.append(os.dup(fd))
-                    os.dup2(sink.fileno(), fd)
-            except OSError:  # no usable fds (embedded interpreter): run unsilenced rather than fail
-                saved.clear()
-            try:
-                yield
-            finally:
-                for stream in (sys.stdout, sys.stderr):
-                    with contextlib.suppress(Exception):
-                        stream.flush()
-                _flush_c_streams()
-                for fd, old in zip((1, 2), saved):
-                    os.dup2(old, fd)
-                    os.close(old)
-                # ExecuTorch's partitioner module calls logging.basicConfig() at import;
-                # the host application's logging setup is not ours to change.
-                for h in list(logging.getLogger().handlers):
-                    if h not in root_handlers:
-                        logging.getLogger().removeHandler(h)
-                if log.isEnabledFor(logging.DEBUG):
-                    sink.seek(0)
-                    text = (sink.read().decode(errors="replace") + py_sink.getvalue()).strip()
-                    if text:
-                        log.debug("%s wrote:\n%s", what, text)
-                    for w in caught:
-                        log.debug("%s warned: %s", what, w.message)
+    """Run a toolchain call with everything it prints captured (fds 1/2 too), re-logged at DEBUG."""
+    with core_quiet(log, loggers=("executorch", "torchao")) as out:
+        yield
+    if out.text:
+        log.debug("%s wrote:\n%s", what, out.text)
 
 
 @functools.lru_cache(maxsize=1)
