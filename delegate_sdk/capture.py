@@ -44,6 +44,13 @@ def capture(model: Any, example_inputs: tuple[Any, ...] | None, *, dynamic_shape
     ``example_inputs`` are the positional arguments and ``example_kwargs`` the keyword arguments, each any
     pytree of tensors (tuples, lists, dicts, None, Python numbers), as ``torch.export`` takes them.
     """
+    return decompose(export(model, example_inputs, dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs),
+                     keep_ops)
+
+
+def export(model: Any, example_inputs: tuple[Any, ...] | None, *, dynamic_shapes: Any = None,
+           example_kwargs: dict[str, Any] | None = None) -> ExportedProgram:
+    """``torch.export`` of ``model`` (an ``ExportedProgram`` is returned as it is), not yet decomposed."""
     if isinstance(model, ExportedProgram):
         ep = model
     elif isinstance(model, torch.nn.Module):
@@ -61,6 +68,11 @@ def capture(model: Any, example_inputs: tuple[Any, ...] | None, *, dynamic_shape
                                f"{_first_line(e)}") from e
     else:
         raise UsageError(f"model must be an nn.Module or a torch.export.ExportedProgram, not {type(model).__name__}")
+    return ep
+
+
+def decompose(ep: ExportedProgram, keep_ops: Iterable[str] = ()) -> ExportedProgram:
+    """``ep`` in core ATen with ``keep_ops`` whole (``ep`` itself is not changed)."""
     try:
         return ep.run_decompositions(dict(_decomposition_table(tuple(sorted(set(keep_ops))))))
     except Exception as e:

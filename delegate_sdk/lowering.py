@@ -13,7 +13,7 @@ import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
-from delegate_sdk.capture import as_args, capture
+from delegate_sdk.capture import as_args, decompose, export
 from delegate_sdk.errors import ContractError, FallbackError, InputError, PluginError, UsageError
 from delegate_sdk.graph_ir import build_outer_graph
 from delegate_sdk.inspect_report import InspectReport, NodePlacement, PartitionPlanInfo
@@ -82,29 +82,49 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
     for b, info in zip(chosen, infos):
         if info.hosts_ops:  # only plugins that can host see the key
             opts[b.name]["hosted_ops"] = b.name in hosting
-    keep_ops = sorted({op for info in infos for op in info.keep_ops})
-    ep = capture(model, example_inputs, dynamic_shapes=dynamic_shapes, keep_ops=keep_ops,
-                 example_kwargs=example_kwargs)
-    _reject_mutations(ep)
+    names = [b.name for b in chosen]
+    raw = export(model, example_inputs, dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs)
+
+    def attempt(keep: set[str]) -> tuple[ExportedProgram, PartitionPlan, dict[str, torch.fx.Node]]:
+        ep = decompose(raw, keep)
+        _reject_mutations(ep)
+        dep, nodes = build_dep_graph(ep, skip_ops=skip_ops, skip_nodes=skip_nodes)
+        by_name = {n.name: n for n in nodes}
+
+        def claim(backend_name: str, candidates: list[str]) -> Any:
+            backend = registry.get(backend_name)
+            before = _fingerprint(ep)
+            try:
+                result = backend.hook.call("claim", program=ep, nodes=[by_name[c] for c in candidates],
+                                           options=dict(opts[backend_name]))
+            except Exception as e:
+                raise PluginError(backend_name, "claim", f"{type(e).__name__}: {e}") from e
+            if _fingerprint(ep) != before:
+                raise ContractError(backend_name, "claim", "modified the program it was asked to inspect")
+            return result
+
+        return ep, plan_partitions(dep, names, claim, min_partition_size=min_partition_size,
+                                   hosting=hosting), by_name
+
+    keep = {op for info in infos for op in info.keep_ops}
+    ep, plan, by_name = attempt(keep)
+    # An op kept whole for a lower-priority backend hides its pieces from the backends before it (nn.Linear
+    # kept for xnnpack is one node qnn refuses; decomposed, qnn takes its addmm): decompose it when that
+    # gives fewer partitions (then fewer nodes left on eager PyTorch)
+    present = {op_name(n) for n in ep.graph.nodes if n.op == "call_function"}
+    for op in sorted((keep - set(infos[0].keep_ops)) & present):
+        trial = attempt(keep - {op})
+        if _plan_cost(trial[1]) < _plan_cost(plan):
+            keep.discard(op)
+            ep, plan, by_name = trial
+            log.info("decomposed %s, kept whole only for a lower-priority backend: %d partitions", op,
+                     len(plan.partitions))
     example = _leaves(ep, example_inputs, example_kwargs)
-    dep, nodes = build_dep_graph(ep, skip_ops=skip_ops, skip_nodes=skip_nodes)
-    by_name = {n.name: n for n in nodes}
-
-    def claim(backend_name: str, candidates: list[str]) -> Any:
-        backend = registry.get(backend_name)
-        before = _fingerprint(ep)
-        try:
-            result = backend.hook.call("claim", program=ep, nodes=[by_name[c] for c in candidates],
-                                       options=dict(opts[backend_name]))
-        except Exception as e:
-            raise PluginError(backend_name, "claim", f"{type(e).__name__}: {e}") from e
-        if _fingerprint(ep) != before:
-            raise ContractError(backend_name, "claim", "modified the program it was asked to inspect")
-        return result
-
-    plan = plan_partitions(dep, [b.name for b in chosen], claim, min_partition_size=min_partition_size,
-                           hosting=hosting)
     return _Session(ep, chosen, opts, plan, by_name, example)
+
+
+def _plan_cost(plan: PartitionPlan) -> tuple[int, int]:
+    return len(plan.partitions), len(plan.fallback)
 
 
 def _in_spec(ep: ExportedProgram) -> pytree.TreeSpec:

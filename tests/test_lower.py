@@ -17,6 +17,7 @@ from delegate_sdk.errors import (
     UnknownBackendError,
     UsageError,
 )
+from delegate_sdk import hookimpl
 from delegate_sdk.lowering import inspect, lower
 from delegate_sdk.types import ReasonCode
 from dsdk_test_plugins.ir_backend import ELEMENTWISE, LINEAR, IRBackend
@@ -371,3 +372,41 @@ def test_a_call_of_the_wrong_structure_names_the_input(two):
     spec = lower(model, (ids,), ["lin", "elem"], registry=reg, example_kwargs={"attention_mask": mask, "scale": 2.0})
     with pytest.raises(InputError, match=r"kwargs\['scale'\] \('scale'\): the program was exported with 2.0 here"):
         spec(ids, attention_mask=mask, scale=3.0)
+
+
+class KeepsLinear(IRBackend):
+    """A fallback backend that wants nn.Linear whole."""
+
+    @hookimpl
+    def describe(self):
+        import dataclasses
+
+        return dataclasses.replace(super().describe(), keep_ops=("aten.linear.default",))
+
+
+class Mlp(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_a_fallback_backends_keep_ops_never_cost_the_first_backend_partitions(registry):
+    """nn.Linear kept whole for the lower-priority backend would be one node the first backend refuses, and
+    every linear would go alone to the fallback; the core decomposes it instead when that partitions better."""
+    registry.register(IRBackend("first", {"aten.relu.default", "aten.addmm.default", "aten.permute.default"}),
+                      "first")
+    registry.register(KeepsLinear("keeper", {"aten.linear.default", "aten.relu.default"}), "keeper")
+    x = torch.randn(2, 8)
+    alone = inspect(Mlp(), (x,), ["first"], registry=registry)
+    both = inspect(Mlp(), (x,), ["first", "keeper"], registry=registry)
+    assert len(alone.partitions) == len(both.partitions) == 1
+    assert {p.backend for p in both.partitions} == {"first"}
+    # where the first backend has no use for the pieces, the fallback still gets linear whole
+    registry.register(IRBackend("other", {"aten.sigmoid.default"}), "other")
+    got = lower(Mlp(), (x,), ["other", "keeper"], registry=registry)
+    (part,) = got.summary().partitions
+    assert part.backend == "keeper" and set(part.ops) == {"aten.linear.default", "aten.relu.default"}
+    assert len(part.nodes) == 5  # three linears whole, two relus
