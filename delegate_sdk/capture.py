@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.export import ExportedProgram
 
-from delegate_sdk.errors import CaptureError, UsageError
+from delegate_sdk.errors import CaptureError, UsageError, brief
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,7 @@ def _decomposition_table(keep_ops: tuple[str, ...]) -> dict[Any, Any]:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"
+    return brief(e)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
-from delegate_sdk.errors import DelegateSDKError, UsageError
+from delegate_sdk.errors import UsageError, brief
 
 SCHEMA = "delegate-sdk/comparison/v1"
 
@@ -565,7 +565,4 @@ def _md(s: str) -> str:
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e) if isinstance(e, DelegateSDKError) else f"{type(e).__name__}: {e}"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    first = lines[0] if lines else type(e).__name__
-    return first if len(first) <= 300 else first[:297] + "..."
+    return brief(e, 300)

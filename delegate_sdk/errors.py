@@ -6,6 +6,8 @@ class should ever surface as a toolchain traceback.
 
 from __future__ import annotations
 
+import re
+
 
 class DelegateSDKError(Exception):
     """Base class of every error the SDK raises on purpose."""
@@ -42,6 +44,20 @@ def shorten(text: str, limit: int = 400) -> str:
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
     first = lines[0] if lines else ""
     return first if len(first) <= limit else first[:limit - 3] + "..."
+
+
+def brief(e: BaseException, limit: int = 400) -> str:
+    """One line for an exception a toolchain raised: ``"TypeName: first line"`` (the SDK's own errors without
+    the type), terminal colour codes removed, cut to ``limit``. Raise your own error ``from e`` with it, so
+    that the full toolchain traceback stays available as the cause."""
+    text = _ANSI.sub("", str(e))
+    if not isinstance(e, DelegateSDKError):
+        first = shorten(text, limit) or ""
+        return shorten(f"{type(e).__name__}: {first}" if first else type(e).__name__, limit)
+    return shorten(text, limit) or type(e).__name__
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class PluginError(DelegateSDKError):

@@ -18,6 +18,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from delegate_sdk import CompiledDelegate
+from delegate_sdk.errors import brief
 from delegate_sdk_coreml import package
 from delegate_sdk_coreml._quiet import import_coremltools, quiet
 from delegate_sdk_coreml.mil_interpreter import Interpreter, MILError, MILProgram, UnsupportedMILOpError
@@ -210,8 +211,7 @@ def compile_program(program: ExportedProgram, options: dict[str, Any], check_int
                 finally:
                     _remove_temp_package(mlmodel)
         except Exception as e:
-            detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-            raise RuntimeError(f"coremltools could not convert the partition: {type(e).__name__}: {detail}") from None
+            raise RuntimeError(f"coremltools could not convert the partition: {brief(e, 300)}") from e
         convert_s = time.perf_counter() - t0
         package.normalize_package(pkg_path)
         blob = package.pack(pkg_path)
