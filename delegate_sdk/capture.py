@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 from dataclasses import dataclass, field
 import logging
@@ -77,6 +78,25 @@ def decompose(ep: ExportedProgram, keep_ops: Iterable[str] = ()) -> ExportedProg
         return ep.run_decompositions(dict(_decomposition_table(tuple(sorted(set(keep_ops))))))
     except Exception as e:
         raise CaptureError(f"decomposing the exported program to core ATen failed: {_first_line(e)}") from e
+
+
+def model_fingerprint(ep: ExportedProgram) -> str:
+    """SHA-256 of what makes a model this model: its exported ops in order, its inputs' shapes and dtypes,
+    and every weight (name, dtype, shape, bytes). Stored in the artifact, so that ``run --check`` can tell
+    when it is handed another model (or the same architecture with other weights)."""
+    h = hashlib.sha256()
+    for n in ep.graph.nodes:
+        h.update(f"{n.op}:{n.target if n.op == 'call_function' else ''};".encode())
+        v = n.meta.get("val") if n.op == "placeholder" else None
+        if isinstance(v, torch.Tensor):
+            h.update(f"{v.dtype}{tuple(v.shape)};".encode())
+    tensors = {**dict(ep.state_dict), **{k: v for k, v in ep.constants.items() if isinstance(v, torch.Tensor)}}
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}:{t.dtype}{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=16)

@@ -289,10 +289,15 @@ def run(artifact: str, inputs_file: str | None, check_model: str | None, repeat:
                     if isinstance(t, torch.Tensor)],
     }
     if check_model:
-        from delegate_sdk.capture import load_model_ref
+        from delegate_sdk.capture import export, load_model_ref, model_fingerprint
 
-        ref = load_model_ref(check_model).call(*args, **kwargs)
+        model_ref = load_model_ref(check_model)
+        ref = model_ref.call(*args, **kwargs)
         result["check"] = [m.to_json() for m in compare(flat, pytree.tree_leaves(ref))]
+        if prog.model_fingerprint:
+            fp = model_fingerprint(export(model_ref.model, model_ref.args, example_kwargs=model_ref.kwargs,
+                                          dynamic_shapes=model_ref.dynamic_shapes))
+            result["same_model"] = fp == prog.model_fingerprint
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -301,6 +306,10 @@ def run(artifact: str, inputs_file: str | None, check_model: str | None, repeat:
     for k, o in enumerate(result["outputs"]):
         console.print(f"  output {k}: {o['dtype']}{o['shape']}")
     if check_model:
+        if result.get("same_model") is False:
+            err_console.print(f"[yellow]warning:[/yellow] {check_model} is not the model {artifact} was lowered "
+                              "from (its ops, input shapes or weights differ): the comparison below is between "
+                              "two different models", highlight=False)
         t = Table(title=f"vs eager {check_model}")
         for col in ("output", "max abs err", "max rel err", "SQNR dB", "mismatched"):
             t.add_column(col)

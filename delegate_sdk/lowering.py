@@ -13,7 +13,7 @@ import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
-from delegate_sdk.capture import as_args, decompose, export
+from delegate_sdk.capture import as_args, decompose, export, model_fingerprint
 from delegate_sdk.errors import ContractError, FallbackError, InputError, PluginError, UsageError
 from delegate_sdk.graph_ir import build_outer_graph
 from delegate_sdk.inspect_report import InspectReport, NodePlacement, PartitionPlanInfo
@@ -41,6 +41,8 @@ class _Session:
     nodes: dict[str, torch.fx.Node]
     #: the example call's leaves, in the order the program takes them
     example: list[Any]
+    #: capture.model_fingerprint of the exported model
+    fingerprint: str = ""
 
 
 def _hosting(hosted_ops: bool | Iterable[str], chosen: list[Backend], infos: list[Any]) -> set[str]:
@@ -120,7 +122,7 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
             log.info("decomposed %s, kept whole only for a lower-priority backend: %d partitions", op,
                      len(plan.partitions))
     example = _leaves(ep, example_inputs, example_kwargs)
-    return _Session(ep, chosen, opts, plan, by_name, example)
+    return _Session(ep, chosen, opts, plan, by_name, example, model_fingerprint(raw))
 
 
 def _plan_cost(plan: PartitionPlan) -> tuple[int, int]:
@@ -385,7 +387,8 @@ def _assemble(s: _Session, compiled: dict[str, tuple[CompiledDelegate, Subgraph]
     parts = _Parts(graph, records, blobs, weights, input_signature(ep),
                    _storable_spec(ep.call_spec.out_spec), _fallback_nodes(s),
                    s.plan.nodes_total - sum(1 for r in s.plan.fallback.values() if _is_host(r)),
-                   in_spec=_storable_in_spec(_in_spec(ep)), macs_total=sum(node_macs(n) for n in s.nodes.values()))
+                   in_spec=_storable_in_spec(_in_spec(ep)), macs_total=sum(node_macs(n) for n in s.nodes.values()),
+                   model_sha256=s.fingerprint)
     return Program(parts, registry, {pid: sg.program for pid, sg in subgraphs.items()})
 
 

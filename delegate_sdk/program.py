@@ -111,6 +111,8 @@ class _Parts:
     in_spec: str = ""
     #: multiply-accumulates of every conv / linear / matmul of the model, delegated or not
     macs_total: int = 0
+    #: capture.model_fingerprint of the model lowered ("" in artifacts written before it was recorded)
+    model_sha256: str = ""
 
 
 class Program:
@@ -191,6 +193,11 @@ class Program:
     def input_specs(self) -> list[InputSpec]:
         return list(self._parts.inputs)
 
+    @property
+    def model_fingerprint(self) -> str:
+        """``capture.model_fingerprint`` of the model this program was lowered from ("" if not recorded)."""
+        return self._parts.model_sha256
+
     def summary(self) -> ProgramSummary:
         return ProgramSummary(list(self._parts.records), list(self._parts.fallback), self._parts.nodes_total,
                               self._parts.macs_total)
@@ -221,7 +228,7 @@ class Program:
             "sdk_version": delegate_sdk.__version__, "torch_version": torch.__version__,
             "plugins": {rec.backend: rec.plugin_version for rec in p.records},
             "inputs": [s.to_json() for s in p.inputs], "out_spec": p.out_spec, "in_spec": p.in_spec,
-            "nodes_total": p.nodes_total, "macs_total": p.macs_total,
+            "nodes_total": p.nodes_total, "macs_total": p.macs_total, "model_sha256": p.model_sha256,
             "partitions": [rec.to_json() for rec in p.records],
             "fallback": [f.to_json() for f in p.fallback],
             "weights": weights_index,
@@ -331,6 +338,7 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Prog
         in_spec = str(manifest.get("in_spec", ""))
         macs_total = int(manifest.get("macs_total", 0))
         nodes_total = int(manifest.get("nodes_total", 0))
+        model_sha256 = str(manifest.get("model_sha256", ""))
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactCorruptError(f"{path}: manifest is malformed ({type(e).__name__}: {e})") from None
     for rec in records:
@@ -343,7 +351,7 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Prog
         raise ArtifactCorruptError(f"{path}: the input/output structure is malformed ({type(e).__name__}: "
                                    f"{e})") from None
     parts = _Parts(graph, records, blobs, weights, inputs, out_spec, fallback, nodes_total, in_spec=in_spec,
-                   macs_total=macs_total)
+                   macs_total=macs_total, model_sha256=model_sha256)
     return Program(parts, registry)
 
 

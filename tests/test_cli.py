@@ -55,7 +55,12 @@ def test_lower_then_run_check(tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["outputs"] == [{"dtype": "float32", "shape": [2, 5]}]
-    assert res["check"][0]["max_abs_err"] == 0.0
+    assert res["check"][0]["max_abs_err"] == 0.0 and res["same_model"] is True
+    # checked against another model (same architecture, other weights): said, not silently compared
+    r = cli("run", str(out), "--check", "dsdk_test_plugins.models:small_cnn_retrained")
+    assert r.returncode == 0 and "is not the model" in r.stderr, r.stdout + r.stderr
+    r = cli("run", str(out), "--check", "dsdk_test_plugins.models:small_cnn_retrained", "--json")
+    assert json.loads(r.stdout)["same_model"] is False
     # explicit inputs from a .npz file
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "in.npz", x)

@@ -43,6 +43,13 @@ def small_cnn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     return m, (torch.randn(2, 3, 8, 8),)
 
 
+def small_cnn_retrained() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """small_cnn's architecture with other weights: not the model a small_cnn artifact was lowered from."""
+    torch.manual_seed(1)
+    m = SmallCNN().eval()
+    return m, (torch.randn(2, 3, 8, 8),)
+
+
 def two_outputs() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     return TwoOutputs(), (torch.randn(4, 5), torch.randn(4, 5))
 
