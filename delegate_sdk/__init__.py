@@ -42,7 +42,9 @@ def lower(model: Any, example_inputs: Any, backends: list[str] | str, *,
     the keyword arguments, each any pytree of tensors (tuples, lists, dicts, None), as ``torch.export`` takes
     them; the program is then called the same way. A ``calibration`` sample has the shape of the example
     inputs (or is a dict of keyword arguments, or an ``(args, kwargs)`` pair). Partitioning options:
-    ``skip_ops``, ``skip_nodes``, ``min_partition_size``, ``hosted_ops``.
+    ``skip_ops``, ``skip_nodes``, ``min_partition_size``, ``hosted_ops``, ``on_compile_error`` (``"fallback"``,
+    the default for several backends: a partition its backend fails to compile goes to the next backend or
+    eager PyTorch, listed in ``summary().compile_failures``; ``"raise"``, the default for one backend).
     """
     if backends == "auto":
         return _lower_auto(model, example_inputs, options=options, calibration=calibration,

@@ -217,6 +217,9 @@ def _print_summary(s: Any) -> None:
         console.print(f"{len(s.fallback)} node(s) on eager PyTorch: "
                       + ", ".join(f"{f.node} ({f.op.split('.')[1] if f.op.count('.') >= 2 else f.op})"
                                   for f in s.fallback[:12]) + (" ..." if len(s.fallback) > 12 else ""))
+    for c in s.compile_failures:
+        console.print(f"[yellow]{c.backend} failed to compile {len(c.nodes)} node(s), which fell back:[/yellow] "
+                      f"{c.error}", highlight=False)
 
 
 def _call_from_tensors(tensors: list[Any], specs: list[Any], in_spec: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:

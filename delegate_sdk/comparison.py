@@ -96,6 +96,8 @@ class ConfigResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     estimate: dict[str, Any] | None = None
     artifact_bytes: int = 0
+    #: partitions that failed to compile and fell back to the next backend or eager ("backend: error")
+    compile_failures: list[str] = field(default_factory=list)
     program: Any = None  # the lowered Program (not serialised)
 
     @property
@@ -130,7 +132,8 @@ class ConfigResult:
                 "refusals": [{"backend": b, "code": c, "nodes": n, "example": m} for b, c, n, m in self.refusals],
                 "sqnr_db": _num(self.sqnr_db), "top1_agreement": self.top1,
                 "outputs": [o.to_json() for o in self.outputs], "latency_ms": self.latency_ms,
-                "estimate": self.estimate, "artifact_bytes": self.artifact_bytes}
+                "estimate": self.estimate, "artifact_bytes": self.artifact_bytes,
+                "compile_failures": self.compile_failures}
 
 
 @dataclass(frozen=True)
@@ -401,14 +404,18 @@ def _run_config(cfg: Config, model: Any, example_inputs: Any, example_kwargs: An
     try:
         prog = lower(model, example_inputs, cfg.backends, options=opts, calibration=calib,
                      dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs, hosted_ops=hosted_ops,
-                     registry=registry)
+                     registry=registry, on_compile_error="fallback")
     except Exception as e:  # a configuration that fails is a row with its error
         res.error = _one_line(e)
         res.lowering_s = time.perf_counter() - t0
         return res
     res.lowering_s = time.perf_counter() - t0
-    res.program = prog
     s = prog.summary()
+    res.compile_failures = [f"{c.backend}: {c.error}" for c in s.compile_failures]
+    if s.compile_failures and not s.partitions:  # nothing compiled: the configuration failed, say why
+        res.error = f"{s.compile_failures[0].backend} failed to compile: {s.compile_failures[0].error}"
+        return res
+    res.program = prog
     res.nodes_total, res.nodes_delegated, res.nodes_hosted = s.nodes_total, s.nodes_delegated, s.nodes_hosted
     res.partitions = len(s.partitions)
     res.macs_total, res.macs_delegated = s.macs_total, s.macs_delegated

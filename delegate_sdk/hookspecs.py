@@ -155,7 +155,11 @@ def claim(program: ExportedProgram, nodes: list[torch.fx.Node], options: dict[st
     Claim a node only if ``preprocess`` will compile it at
     ``options["precision"]`` whatever neighbours it ends up with: the core
     cuts your claimed nodes into cycle-free partitions, and a partition you
-    then fail to compile is reported as a contract failure, not a fallback.
+    then fail to compile fails conformance (and a lowering onto your backend
+    alone). In a lowering onto several backends its nodes fall to the next
+    backend or eager PyTorch, with your error in the program's summary, so
+    users see a claim you could not honour. Say what cannot stand alone with
+    ``requires`` / ``group`` in a ``delegate_sdk.support.ClaimTable``.
     """
 
 

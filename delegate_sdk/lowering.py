@@ -19,13 +19,13 @@ from delegate_sdk.graph_ir import build_outer_graph
 from delegate_sdk.inspect_report import InspectReport, NodePlacement, PartitionPlanInfo
 from delegate_sdk.metrics import node_macs
 from delegate_sdk.partition import PartitionPlan, plan_partitions
-from delegate_sdk.program import FallbackNode, Program, _Parts
+from delegate_sdk.program import CompileFailure, FallbackNode, Program, _Parts
 from delegate_sdk.registry import Backend, Registry, default_registry
 from delegate_sdk.runtime import DelegateRecord
 from delegate_sdk.signature import flat_spec, flatten_call, input_signature
 from delegate_sdk.subgraph import Subgraph, build_dep_graph, extract
 from delegate_sdk.support import op_name
-from delegate_sdk.types import CompiledDelegate, ReasonCode, TensorSpec
+from delegate_sdk.types import Claims, CompiledDelegate, ReasonCode, Refusal, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,11 @@ def _hosting(hosted_ops: bool | Iterable[str], chosen: list[Backend], infos: lis
 def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict[str, dict[str, Any]] | None,
              dynamic_shapes: Any, registry: Registry, skip_ops: Iterable[str], skip_nodes: Iterable[str],
              min_partition_size: int, hosted_ops: bool | Iterable[str] = False,
-             example_kwargs: dict[str, Any] | None = None) -> _Session:
+             example_kwargs: dict[str, Any] | None = None,
+             failed: dict[str, dict[str, str]] | None = None) -> _Session:
+    """Capture and partition. ``failed``: backend -> {node: why} of partitions that backend failed to compile
+    in an earlier attempt (fallback mode): those nodes count as refused by it."""
+    failed = failed or {}
     if isinstance(backends, str):
         backends = [b.strip() for b in backends.split(",") if b.strip()]
     if not backends:
@@ -103,7 +107,7 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
                 raise PluginError(backend_name, "claim", f"{type(e).__name__}: {e}") from e
             if _fingerprint(ep) != before:
                 raise ContractError(backend_name, "claim", "modified the program it was asked to inspect")
-            return result
+            return _without_failed(result, failed.get(backend_name, {}), backend_name)
 
         return ep, plan_partitions(dep, names, claim, min_partition_size=min_partition_size,
                                    hosting=hosting), by_name
@@ -123,6 +127,18 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
                      len(plan.partitions))
     example = _leaves(ep, example_inputs, example_kwargs)
     return _Session(ep, chosen, opts, plan, by_name, example, model_fingerprint(raw))
+
+
+def _without_failed(claims: Any, failed: dict[str, str], backend: str) -> Any:
+    """``claims`` with the nodes whose partition this backend failed to compile moved to refused."""
+    if not failed or not isinstance(claims, Claims):
+        return claims
+    gone = [n for n in (*claims.claimed, *claims.hosted) if n in failed]
+    if not gone:
+        return claims
+    return Claims(tuple(n for n in claims.claimed if n not in failed),
+                  (*claims.refused, *(Refusal(n, ReasonCode.COMPILE_FAILED, failed[n], backend) for n in gone)),
+                  tuple(n for n in claims.hosted if n not in failed))
 
 
 def _plan_cost(plan: PartitionPlan) -> tuple[int, int]:
@@ -204,7 +220,10 @@ def inspect(model: Any, example_inputs: Any, backends: list[str], *,
     placements, _ = _placements(s)
     perfs: dict[str, Any] = {}
     if estimate and s.plan.partitions:
-        compiled, _ = _compile_all(s, calibration)
+        try:
+            compiled, _ = _compile_all(s, calibration)
+        except _PartitionFailed as e:
+            raise e.error from e.error.__cause__
         perfs = {pid: cd.perf for pid, (cd, _sub) in compiled.items()}
     parts = [PartitionPlanInfo(p.id, p.backend, p.nodes, sorted({op_name(s.nodes[n]) for n in p.nodes}),
                                perfs.get(p.id), list(p.hosted)) for p in s.plan.partitions]
@@ -215,19 +234,56 @@ def lower(model: Any, example_inputs: Any, backends: list[str], *,
           options: dict[str, dict[str, Any]] | None = None, calibration: Any = None, dynamic_shapes: Any = None,
           strict: bool = False, skip_ops: Iterable[str] = (), skip_nodes: Iterable[str] = (),
           min_partition_size: int = 1, registry: Registry | None = None,
-          hosted_ops: bool | Iterable[str] = False, example_kwargs: dict[str, Any] | None = None) -> Program:
-    """Capture, partition and compile; see :func:`delegate_sdk.lower`."""
+          hosted_ops: bool | Iterable[str] = False, example_kwargs: dict[str, Any] | None = None,
+          on_compile_error: str | None = None) -> Program:
+    """Capture, partition and compile; see :func:`delegate_sdk.lower`.
+
+    ``on_compile_error``: ``"raise"`` (a partition its backend fails to compile fails the lowering) or
+    ``"fallback"`` (its nodes count as refused by that backend, with the error as the reason, and go to the
+    next backend or eager PyTorch). The default is ``"fallback"`` for a list of several backends and
+    ``"raise"`` for one (what a vendor certifying one plugin wants to see)."""
     registry = registry or default_registry()
-    s = _prepare(model, example_inputs, backends, options, dynamic_shapes, registry, skip_ops, skip_nodes,
-                 min_partition_size, hosted_ops, example_kwargs)
-    if strict:
-        _check_strict(s)
-    compiled, subgraphs = _compile_all(s, calibration)
-    return _assemble(s, compiled, subgraphs, registry)
+    names = [b.strip() for b in backends.split(",")] if isinstance(backends, str) else list(backends)
+    mode = on_compile_error or ("fallback" if len(names) > 1 else "raise")
+    if mode not in ("raise", "fallback"):
+        raise UsageError(f"on_compile_error must be 'raise' or 'fallback', not {on_compile_error!r}")
+    failed: dict[str, dict[str, str]] = {}
+    failures: list[CompileFailure] = []
+    done: dict[tuple[str, tuple[str, ...]], CompiledDelegate] = {}
+    while True:
+        s = _prepare(model, example_inputs, backends, options, dynamic_shapes, registry, skip_ops, skip_nodes,
+                     min_partition_size, hosted_ops, example_kwargs, failed)
+        if strict:
+            _check_strict(s)
+        try:
+            compiled, subgraphs = _compile_all(s, calibration, done)
+        except _PartitionFailed as e:
+            if mode == "raise":
+                raise e.error from e.error.__cause__
+            log.warning("%s; its nodes fall back to the next backend or eager PyTorch", e.error)
+            why = f"compiling its partition failed: {e.error.detail}"
+            failed.setdefault(e.error.backend, {}).update({n: why for n in e.nodes})
+            failures.append(CompileFailure(e.error.backend, e.nodes, e.error.detail))
+            continue
+        prog = _assemble(s, compiled, subgraphs, registry)
+        prog._parts.compile_failures = failures
+        return prog
 
 
-def _compile_all(s: _Session, calibration: Any
+class _PartitionFailed(Exception):
+    """One partition failed to compile (carries the SDK error and the partition's nodes)."""
+
+    def __init__(self, error: PluginError, nodes: list[str]):
+        super().__init__(str(error))
+        self.error = error
+        self.nodes = nodes
+
+
+def _compile_all(s: _Session, calibration: Any, done: dict[tuple[str, tuple[str, ...]], CompiledDelegate] | None = None
                  ) -> tuple[dict[str, tuple[CompiledDelegate, Subgraph]], dict[str, Subgraph]]:
+    """Compile every partition (``done``: blobs already compiled in an earlier attempt, by backend and nodes).
+    A partition that fails raises _PartitionFailed."""
+    done = {} if done is None else done
     subgraphs = {p.id: extract(s.ep, p.nodes, hosted=p.hosted) for p in s.plan.partitions}
     infos = {b.name: b.info() for b in s.backends}
     quantized = {p.id for p in s.plan.partitions
@@ -241,16 +297,24 @@ def _compile_all(s: _Session, calibration: Any
     for p in s.plan.partitions:
         sub = subgraphs[p.id]
         backend = next(b for b in s.backends if b.name == p.backend)
+        key = (p.backend, tuple(p.nodes))
+        if key in done:
+            compiled[p.id] = (done[key], sub)
+            continue
         log.info("compiling partition %s on %s (%d nodes)", p.id, p.backend, len(p.nodes))
         try:
-            cd = backend.hook.call("preprocess", program=sub.program, options=dict(s.options[p.backend]),
-                                   calibration=calib.get(p.id))
-        except PluginError:
-            raise
-        except Exception as e:
-            raise PluginError(p.backend, "preprocess", f"{type(e).__name__}: {_short(e)}", p.id) from e
-        _check_compiled(p.backend, p.id, cd, sub, p.id in quantized)
+            try:
+                cd = backend.hook.call("preprocess", program=sub.program, options=dict(s.options[p.backend]),
+                                       calibration=calib.get(p.id))
+            except PluginError:
+                raise
+            except Exception as e:
+                raise PluginError(p.backend, "preprocess", f"{type(e).__name__}: {_short(e)}", p.id) from e
+            _check_compiled(p.backend, p.id, cd, sub, p.id in quantized)
+        except PluginError as e:
+            raise _PartitionFailed(e, list(p.nodes)) from e
         compiled[p.id] = (cd, sub)
+        done[key] = cd
     return compiled, subgraphs
 
 

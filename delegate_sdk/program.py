@@ -60,11 +60,29 @@ class FallbackNode:
 
 
 @dataclass
+class CompileFailure:
+    """A partition a backend claimed but failed to compile; in fallback mode its nodes went elsewhere."""
+
+    backend: str
+    nodes: list[str]
+    error: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"backend": self.backend, "nodes": list(self.nodes), "error": self.error}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CompileFailure:
+        return cls(str(d["backend"]), [str(n) for n in d["nodes"]], str(d["error"]))
+
+
+@dataclass
 class ProgramSummary:
     partitions: list[DelegateRecord]
     fallback: list[FallbackNode]
     nodes_total: int
     macs_total: int = 0
+    #: partitions that failed to compile and fell back (fallback mode), with their errors
+    compile_failures: list[CompileFailure] = field(default_factory=list)
 
     @property
     def macs_delegated(self) -> int:
@@ -93,6 +111,7 @@ class ProgramSummary:
             "partitions": [{k: v for k, v in p.to_json().items() if k not in ("meta", "debug_map")}
                            for p in self.partitions],
             "fallback": [f.to_json() for f in self.fallback],
+            "compile_failures": [c.to_json() for c in self.compile_failures],
         }
 
 
@@ -113,6 +132,7 @@ class _Parts:
     macs_total: int = 0
     #: capture.model_fingerprint of the model lowered ("" in artifacts written before it was recorded)
     model_sha256: str = ""
+    compile_failures: list[CompileFailure] = field(default_factory=list)
 
 
 class Program:
@@ -200,7 +220,7 @@ class Program:
 
     def summary(self) -> ProgramSummary:
         return ProgramSummary(list(self._parts.records), list(self._parts.fallback), self._parts.nodes_total,
-                              self._parts.macs_total)
+                              self._parts.macs_total, list(self._parts.compile_failures))
 
     def close(self) -> None:
         """Release the delegates' handles now (otherwise when the program is garbage collected)."""
@@ -229,6 +249,7 @@ class Program:
             "plugins": {rec.backend: rec.plugin_version for rec in p.records},
             "inputs": [s.to_json() for s in p.inputs], "out_spec": p.out_spec, "in_spec": p.in_spec,
             "nodes_total": p.nodes_total, "macs_total": p.macs_total, "model_sha256": p.model_sha256,
+            "compile_failures": [c.to_json() for c in p.compile_failures],
             "partitions": [rec.to_json() for rec in p.records],
             "fallback": [f.to_json() for f in p.fallback],
             "weights": weights_index,
@@ -339,6 +360,7 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Prog
         macs_total = int(manifest.get("macs_total", 0))
         nodes_total = int(manifest.get("nodes_total", 0))
         model_sha256 = str(manifest.get("model_sha256", ""))
+        compile_failures = [CompileFailure.from_json(c) for c in manifest.get("compile_failures", [])]
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactCorruptError(f"{path}: manifest is malformed ({type(e).__name__}: {e})") from None
     for rec in records:
@@ -351,7 +373,7 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Prog
         raise ArtifactCorruptError(f"{path}: the input/output structure is malformed ({type(e).__name__}: "
                                    f"{e})") from None
     parts = _Parts(graph, records, blobs, weights, inputs, out_spec, fallback, nodes_total, in_spec=in_spec,
-                   macs_total=macs_total, model_sha256=model_sha256)
+                   macs_total=macs_total, model_sha256=model_sha256, compile_failures=compile_failures)
     return Program(parts, registry)
 
 

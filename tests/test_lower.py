@@ -410,3 +410,44 @@ def test_a_fallback_backends_keep_ops_never_cost_the_first_backend_partitions(re
     (part,) = got.summary().partitions
     assert part.backend == "keeper" and set(part.ops) == {"aten.linear.default", "aten.relu.default"}
     assert len(part.nodes) == 5  # three linears whole, two relus
+
+
+class FailsOnSigmoid(IRBackend):
+    """Claims sigmoid, then cannot compile a partition holding one (a claim it cannot honour)."""
+
+    @hookimpl
+    def preprocess(self, program, options, calibration):
+        if any(getattr(n.target, "__name__", "") == "sigmoid.default" for n in program.graph.nodes):
+            raise RuntimeError("NPU compiler: sigmoid LUT overflow\n  (internal stack ...)")
+        return super().preprocess(program, options, calibration)
+
+
+class Chain(torch.nn.Module):
+    def forward(self, x):
+        y = torch.relu(x) * 2
+        z = torch.sigmoid(y.sin()) + 1
+        return torch.tanh(z)
+
+
+def test_a_partition_that_fails_to_compile_falls_to_the_next_backend(registry):
+    registry.register(FailsOnSigmoid("npu", ELEMENTWISE), "npu")
+    registry.register(IRBackend("cpu", ELEMENTWISE | {"aten.sin.default", "aten.tanh.default"}), "cpu")
+    x = torch.randn(3, 4)
+    prog = lower(Chain(), (x,), ["npu", "cpu"], registry=registry)  # several backends: fallback by default
+    torch.testing.assert_close(prog(x), Chain()(x))
+    s = prog.summary()
+    (failure,) = s.compile_failures
+    assert failure.backend == "npu" and "sigmoid LUT overflow" in failure.error and "\n" not in failure.error
+    assert any(p.backend == "cpu" and "aten.sigmoid.default" in p.ops for p in s.partitions)
+    assert s.to_json()["compile_failures"][0]["backend"] == "npu"
+    # alone (a vendor certifying it) or when asked, the failure is the error it always was
+    with pytest.raises(PluginError, match="sigmoid LUT overflow"):
+        lower(Chain(), (x,), ["npu", "cpu"], registry=registry, on_compile_error="raise")
+    registry.register(FailsOnSigmoid("npu2", ELEMENTWISE), "npu2")
+    with pytest.raises(PluginError, match="npu2"):
+        lower(Chain(), (x,), ["npu2"], registry=registry)
+    # with nothing after it, the nodes run on eager PyTorch with the error as their reason
+    prog = lower(Chain(), (x,), ["npu2"], registry=registry, on_compile_error="fallback")
+    torch.testing.assert_close(prog(x), Chain()(x))
+    sig = next(f for f in prog.summary().fallback if f.op == "aten.sigmoid.default")
+    assert sig.reasons[-1].code == ReasonCode.COMPILE_FAILED and "sigmoid LUT overflow" in sig.reasons[-1].message
