@@ -14,16 +14,14 @@ precisions, the QDQ model (the fake-quant reference run by ``reference_execute``
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import tempfile
 import threading
 import time
-import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +29,7 @@ import numpy as np
 import torch
 from torch.export import ExportedProgram
 
+from delegate_sdk.errors import brief
 from delegate_sdk.types import CompiledDelegate, QuantParams
 from delegate_sdk_qnn import container, qnn_env
 from delegate_sdk_qnn.options import QnnConfig
@@ -60,43 +59,8 @@ class BoundaryTensor:
         return d
 
 
-@contextlib.contextmanager
-def _quiet_python_logging() -> Iterator[None]:
-    """Keep torch.onnx's and the ORT quantizer's chatter off the terminal.
-
-    The quantizer warns through the *root* logger, which (with no handler configured)
-    would install a stderr handler for the whole process; a temporary NullHandler
-    prevents that, and the records are re-logged here at DEBUG.
-    """
-    root = logging.getLogger()
-    added_null = not root.handlers
-    null = logging.NullHandler()
-    if added_null:
-        root.addHandler(null)
-
-    class _Demote(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            if record.name == "root" and "onnxruntime" in (record.pathname or ""):
-                log.debug("onnxruntime.quantization: %s", record.getMessage())
-                return False
-            return True
-
-    demote = _Demote()
-    root.addFilter(demote)
-    noisy = [logging.getLogger(n) for n in ("torch.onnx", "torch._export", "torch.export", "onnxscript")]
-    levels = [lg.level for lg in noisy]
-    for lg in noisy:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lv in zip(noisy, levels):
-            lg.setLevel(lv)
-        root.removeFilter(demote)
-        if added_null:
-            root.removeHandler(null)
+#: loggers of the exporter and the ORT quantizer that talk while a partition compiles
+_TOOLCHAIN_LOGGERS = ("torch.onnx", "torch._export", "torch.export", "onnxscript", "onnxruntime")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -152,14 +116,12 @@ def _torchlib_registry() -> Any:
 def _root_cause(e: BaseException) -> str:
     while e.__cause__ is not None:
         e = e.__cause__
-    text = str(e).strip()
-    first = text.splitlines()[0] if text else type(e).__name__
-    return re.sub(r"\x1b\[[0-9;]*m", "", f"{type(e).__name__}: {first}")[:400]
+    return brief(e)
 
 
 def export_onnx(ep: ExportedProgram) -> Any:
     """The partition as an ONNX ModelProto, via the torch.onnx dynamo exporter."""
-    with _quiet_python_logging(), qnn_env.captured_native_output():
+    with qnn_env.captured_native_output(_TOOLCHAIN_LOGGERS):
         registry = _torchlib_registry()
         try:
             if registry is not None:
@@ -171,7 +133,7 @@ def export_onnx(ep: ExportedProgram) -> Any:
             else:
                 onnx_program = torch.onnx.export(ep, (), dynamo=True, optimize=True, verbose=False)
         except Exception as e:
-            raise RuntimeError(f"qnn: torch.onnx could not export the partition: {_root_cause(e)}") from None
+            raise RuntimeError(f"qnn: torch.onnx could not export the partition: {_root_cause(e)}") from e
     return onnx_program.model_proto
 
 
@@ -239,7 +201,7 @@ def quantize_qdq(model_path: str, feeds: list[dict[str, np.ndarray]], cfg: QnnCo
     src = model_path
     pre = os.path.join(tmp, "preprocessed.onnx")
     qdq = os.path.join(tmp, "qdq.onnx")
-    with _quiet_python_logging(), qnn_env.captured_native_output():
+    with qnn_env.captured_native_output(_TOOLCHAIN_LOGGERS):
         try:
             # fuses the Erf-GELU and ReduceMean-LayerNorm sequences into single QNN ops
             if qnn_preprocess_model(model_path, pre, fuse_layernorm=True):
@@ -257,9 +219,8 @@ def quantize_qdq(model_path: str, feeds: list[dict[str, np.ndarray]], cfg: QnnCo
             qcfg.extra_options["ForceQuantizeNoInputCheck"] = True
             quantize(src, qdq, qcfg)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise RuntimeError(f"qnn: QDQ quantization ({cfg.precision}, {cfg.calibration_method}) "
-                               f"failed: {first[:400]}") from None
+                               f"failed: {brief(e)}") from e
     return qdq
 
 

@@ -7,18 +7,17 @@ quantization tooling or torch.onnx) so that loading a blob needs the runtime alo
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import io
 import logging
 import os
 import re
-import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+
+from delegate_sdk.errors import brief
+from delegate_sdk.support.quiet import quiet
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +25,6 @@ EP_NAME = "QNNExecutionProvider"
 
 _register_lock = threading.Lock()
 _registered = False
-# fd redirection is process-wide: one capture at a time.
-_capture_lock = threading.RLock()
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m|\[(?:1;31|1;33|0)?m")
 _ORT_LINE = re.compile(r"\[([VIWEF]):onnxruntime:[^\]]*\]\s*(.*)")
@@ -57,52 +54,14 @@ class NativeOutput:
         return [m for m in self.ort_messages("WEF") if any(k in m.lower() for k in keys)]
 
 
-def _libc_fflush() -> None:
-    # Native printf output sits in C stdio buffers; flush it before restoring the fds or it
-    # reaches the terminal later.
-    try:
-        ctypes.CDLL(None).fflush(None)
-    except Exception:  # pragma: no cover - no libc (not Linux)
-        pass
-
-
 @contextlib.contextmanager
-def captured_native_output() -> Iterator[NativeOutput]:
-    """Route fd 1/2 (QNN and ORT write there directly) and Python's stdout/stderr to a temp file.
-
-    Everything captured is forwarded to this module's logger at DEBUG level.
-    """
+def captured_native_output(loggers: tuple[str, ...] = ()) -> Iterator[NativeOutput]:
+    """Capture what QNN and ORT write (to fd 1/2, and Python's stdout/stderr, warnings, ``loggers``), split
+    into lines for :func:`first_error`; everything is re-logged on this module's logger at DEBUG."""
     out = NativeOutput()
-    with _capture_lock:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:
-            pass
-        try:
-            saved = (os.dup(1), os.dup(2))
-        except OSError:  # no usable fds (embedded interpreter): capture Python-level output only
-            saved = None
-        py_out, py_err = io.StringIO(), io.StringIO()
-        with tempfile.TemporaryFile(mode="w+b") as tmp:
-            try:
-                if saved is not None:
-                    os.dup2(tmp.fileno(), 1)
-                    os.dup2(tmp.fileno(), 2)
-                with contextlib.redirect_stdout(py_out), contextlib.redirect_stderr(py_err):
-                    yield out
-            finally:
-                _libc_fflush()
-                if saved is not None:
-                    os.dup2(saved[0], 1)
-                    os.dup2(saved[1], 2)
-                    os.close(saved[0])
-                    os.close(saved[1])
-                tmp.seek(0)
-                text = tmp.read().decode("utf-8", errors="replace") + py_out.getvalue() + py_err.getvalue()
-                out.lines.extend(_ANSI.sub("", ln) for ln in text.splitlines() if ln.strip())
-                for ln in out.lines:
-                    log.debug("native: %s", ln)
+    with quiet(log, loggers=loggers) as captured:
+        yield out
+    out.lines.extend(_ANSI.sub("", ln) for ln in captured.text.splitlines() if ln.strip())
 
 
 def ensure_registered() -> None:
@@ -220,4 +179,4 @@ def first_error(native: NativeOutput, exc: BaseException) -> str:
     msgs = native.ort_messages()
     if msgs:
         return "; ".join(dict.fromkeys(msgs))[:600]
-    return str(exc).strip().splitlines()[0][:600] if str(exc).strip() else type(exc).__name__
+    return brief(exc, 600)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from delegate_sdk.errors import brief
 from delegate_sdk_qnn import container, qnn_env
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def execute(handle: QnnHandle, inputs: list[torch.Tensor]) -> list[torch.Tensor]
     try:
         arrays = handle.session.run(handle.output_names, feeds, handle.run_options)
     except Exception as e:
-        raise RuntimeError(f"qnn: HTP execution failed: {str(e).strip().splitlines()[0][:400]}") from None
+        raise RuntimeError(f"qnn: HTP execution failed: {brief(e)}") from e
     return _outputs(handle.outputs, arrays)
 
 
