@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,7 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
              dynamic_shapes: Any, registry: Registry, skip_ops: Iterable[str], skip_nodes: Iterable[str],
              min_partition_size: int, hosted_ops: bool | Iterable[str] = False,
              example_kwargs: dict[str, Any] | None = None,
-             failed: dict[str, dict[str, str]] | None = None) -> _Session:
+             failed: dict[str, dict[str, str]] | None = None, min_benefit: bool = True) -> _Session:
     """Capture and partition. ``failed``: backend -> {node: why} of partitions that backend failed to compile
     in an earlier attempt (fallback mode): those nodes count as refused by it."""
     failed = failed or {}
@@ -109,8 +110,8 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
                 raise ContractError(backend_name, "claim", "modified the program it was asked to inspect")
             return _without_failed(result, failed.get(backend_name, {}), backend_name)
 
-        return ep, plan_partitions(dep, names, claim, min_partition_size=min_partition_size,
-                                   hosting=hosting), by_name
+        plan = plan_partitions(dep, names, claim, min_partition_size=min_partition_size, hosting=hosting)
+        return ep, _drop_trivial(plan, ep, by_name) if min_benefit else plan, by_name
 
     keep = {op for info in infos for op in info.keep_ops}
     ep, plan, by_name = attempt(keep)
@@ -125,6 +126,9 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
             ep, plan, by_name = trial
             log.info("decomposed %s, kept whole only for a lower-priority backend: %d partitions", op,
                      len(plan.partitions))
+    if len(plan.partitions) > MANY_PARTITIONS:
+        log.warning("%d partitions: each is one delegate call per run (~25 us through a runtime); consider "
+                    "hosted_ops=True, min_partition_size, or another backend order", len(plan.partitions))
     example = _leaves(ep, example_inputs, example_kwargs)
     return _Session(ep, chosen, opts, plan, by_name, example, model_fingerprint(raw))
 
@@ -139,6 +143,48 @@ def _without_failed(claims: Any, failed: dict[str, str], backend: str) -> Any:
     return Claims(tuple(n for n in claims.claimed if n not in failed),
                   (*claims.refused, *(Refusal(n, ReasonCode.COMPILE_FAILED, failed[n], backend) for n in gone)),
                   tuple(n for n in claims.hosted if n not in failed))
+
+
+#: above this many partitions a lowering warns: per-call overhead dominates small models
+MANY_PARTITIONS = 32
+
+#: ops that only move or view data: a partition of one or two of them costs a delegate call for no compute
+DATA_MOVEMENT = frozenset({
+    "aten.view.default", "aten._unsafe_view.default", "aten.reshape.default", "aten.permute.default",
+    "aten.transpose.int", "aten.t.default", "aten.expand.default", "aten.slice.Tensor", "aten.select.int",
+    "aten.squeeze.dims", "aten.squeeze.dim", "aten.unsqueeze.default", "aten.clone.default", "aten.alias.default",
+    "aten._to_copy.default", "aten.flatten.using_ints", "aten.contiguous.default", "operator.getitem",
+})
+
+
+def _drop_trivial(plan: PartitionPlan, ep: ExportedProgram, by_name: dict[str, torch.fx.Node]) -> PartitionPlan:
+    """The minimum-benefit rule: a partition that only computes a constant, or only moves data through one or
+    two views, costs a delegate call and buys nothing; its nodes run on eager PyTorch instead, with the reason."""
+    from delegate_sdk.partition import Partition
+    from delegate_sdk.support import folded_constants
+
+    folded = folded_constants(ep)
+    kept: list[Partition] = []
+    fallback = dict(plan.fallback)
+    for p in plan.partitions:
+        ops = {op_name(by_name[n]) for n in p.nodes if n in by_name}
+        accelerated = [n for n in p.nodes if n not in p.hosted and by_name.get(n) is not None
+                       and by_name[n].target is not operator.getitem]
+        if all(n in folded for n in p.nodes):
+            why = "its partition would only compute a constant: eager PyTorch computes it without a delegate call"
+        elif len(accelerated) <= 2 and ops <= DATA_MOVEMENT:
+            why = (f"its partition would only move data ({', '.join(sorted(o.split('.')[1] for o in ops))}): a "
+                   "delegate call costs more than eager PyTorch's view")
+        else:
+            kept.append(p)
+            continue
+        for n in p.nodes:
+            fallback[n] = [*fallback.get(n, []), Refusal(n, ReasonCode.TRIVIAL, why, p.backend)]
+    if len(kept) == len(plan.partitions):
+        return plan
+    renamed = [Partition(f"p{k}", p.backend, p.nodes, p.hosted) for k, p in enumerate(kept)]
+    placement = {n: p.id for p in renamed for n in p.nodes}
+    return PartitionPlan(renamed, {n: r for n, r in fallback.items() if n not in placement}, placement)
 
 
 def _plan_cost(plan: PartitionPlan) -> tuple[int, int]:
@@ -209,14 +255,15 @@ def inspect(model: Any, example_inputs: Any, backends: list[str], *,
             options: dict[str, dict[str, Any]] | None = None, dynamic_shapes: Any = None,
             skip_ops: Iterable[str] = (), skip_nodes: Iterable[str] = (), min_partition_size: int = 1,
             estimate: bool = False, calibration: Any = None, registry: Registry | None = None,
-            hosted_ops: bool | Iterable[str] = False, example_kwargs: dict[str, Any] | None = None) -> InspectReport:
+            hosted_ops: bool | Iterable[str] = False, example_kwargs: dict[str, Any] | None = None,
+            min_benefit: bool = True) -> InspectReport:
     """Who would take which node and why not. ``estimate=True`` also compiles each partition to report the
     toolchain's performance estimate (``perf``) where the plugin gives one. ``hosted_ops``: let backends that
     can (``BackendInfo.hosts_ops``; True for all of them, or their names) run refused ops on their host CPU
     inside their partitions, so that partitions merge; such nodes are counted apart."""
     registry = registry or default_registry()
     s = _prepare(model, example_inputs, backends, options, dynamic_shapes, registry, skip_ops, skip_nodes,
-                 min_partition_size, hosted_ops, example_kwargs)
+                 min_partition_size, hosted_ops, example_kwargs, min_benefit=min_benefit)
     placements, _ = _placements(s)
     perfs: dict[str, Any] = {}
     if estimate and s.plan.partitions:
@@ -235,13 +282,15 @@ def lower(model: Any, example_inputs: Any, backends: list[str], *,
           strict: bool = False, skip_ops: Iterable[str] = (), skip_nodes: Iterable[str] = (),
           min_partition_size: int = 1, registry: Registry | None = None,
           hosted_ops: bool | Iterable[str] = False, example_kwargs: dict[str, Any] | None = None,
-          on_compile_error: str | None = None) -> Program:
+          on_compile_error: str | None = None, min_benefit: bool = True) -> Program:
     """Capture, partition and compile; see :func:`delegate_sdk.lower`.
 
     ``on_compile_error``: ``"raise"`` (a partition its backend fails to compile fails the lowering) or
     ``"fallback"`` (its nodes count as refused by that backend, with the error as the reason, and go to the
     next backend or eager PyTorch). The default is ``"fallback"`` for a list of several backends and
-    ``"raise"`` for one (what a vendor certifying one plugin wants to see)."""
+    ``"raise"`` for one (what a vendor certifying one plugin wants to see). ``min_benefit``: leave to eager
+    PyTorch a partition that would only compute a constant or move data through one or two views
+    (``ReasonCode.TRIVIAL``); conformance turns it off, since there the single op is what is tested."""
     registry = registry or default_registry()
     names = [b.strip() for b in backends.split(",")] if isinstance(backends, str) else list(backends)
     mode = on_compile_error or ("fallback" if len(names) > 1 else "raise")
@@ -252,7 +301,7 @@ def lower(model: Any, example_inputs: Any, backends: list[str], *,
     done: dict[tuple[str, tuple[str, ...]], CompiledDelegate] = {}
     while True:
         s = _prepare(model, example_inputs, backends, options, dynamic_shapes, registry, skip_ops, skip_nodes,
-                     min_partition_size, hosted_ops, example_kwargs, failed)
+                     min_partition_size, hosted_ops, example_kwargs, failed, min_benefit)
         if strict:
             _check_strict(s)
         try:

@@ -144,7 +144,8 @@ def lower_and_run(backend: str, model: torch.nn.Module, args: tuple[Any, ...], *
     import delegate_sdk
     from torch.utils import _pytree as pytree
 
-    prog = delegate_sdk.lower(model, args, [backend], example_kwargs=kwargs, strict=True,
+    # min_benefit off: a one-op test of a view is about the view, not whether a partition pays for itself
+    prog = delegate_sdk.lower(model, args, [backend], example_kwargs=kwargs, strict=True, min_benefit=False,
                               options={backend: options} if options else None, calibration=calibration)
     run_args = inputs if inputs is not None else args
     with torch.no_grad():

@@ -128,6 +128,7 @@ class ReasonCode(str, enum.Enum):
     SKIPPED = "skipped"  # the user asked to skip this op or node
     MIN_SIZE = "min_size"  # claimed, but its partition was smaller than the minimum size
     HOSTED_ALONE = "hosted_alone"  # the backend could host it on its CPU, but no accelerated node was next to it
+    TRIVIAL = "trivial"  # claimed, but its partition would compute only a constant or move a few views' data
     COMPILE_FAILED = "compile_failed"  # claimed, but the backend failed to compile its partition (fallback mode)
     HOST = "host"  # shape arithmetic / assertion that always runs on the host
     UNAVAILABLE = "unavailable"  # the backend is installed but cannot run here

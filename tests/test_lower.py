@@ -451,3 +451,30 @@ def test_a_partition_that_fails_to_compile_falls_to_the_next_backend(registry):
     torch.testing.assert_close(prog(x), Chain()(x))
     sig = next(f for f in prog.summary().fallback if f.op == "aten.sigmoid.default")
     assert sig.reasons[-1].code == ReasonCode.COMPILE_FAILED and "sigmoid LUT overflow" in sig.reasons[-1].message
+
+
+class ViewThenWork(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(3.0))
+
+    def forward(self, x):
+        y = x.view(-1, 2)  # a partition of one view: a delegate call for nothing
+        c = torch.cos(self.scale + 1)  # scale + 1 involves only constants, and cos stays on eager
+        return torch.sin(y) * c
+
+
+def test_minimum_benefit_leaves_trivial_partitions_to_eager(registry):
+    registry.register(IRBackend("any", {"aten.view.default", "aten.add.Tensor", "aten.mul.Tensor"}), "any")
+    x = torch.randn(4, 3)
+    r = inspect(ViewThenWork(), (x,), ["any"], registry=registry)
+    assert [sorted(p.ops) for p in r.partitions] == [["aten.mul.Tensor"]]
+    trivial = {n.op: n.reasons[-1] for n in r.nodes if n.partition is None and n.reasons
+               and n.reasons[-1].code == ReasonCode.TRIVIAL}
+    assert set(trivial) == {"aten.view.default", "aten.add.Tensor"}
+    assert "constant" in trivial["aten.add.Tensor"].message and "move data" in trivial["aten.view.default"].message
+    # off (as conformance runs): the view is a partition of its own again
+    r = inspect(ViewThenWork(), (x,), ["any"], registry=registry, min_benefit=False)
+    assert len(r.partitions) == 3
+    prog = lower(ViewThenWork(), (x,), ["any"], registry=registry)
+    torch.testing.assert_close(prog(x), ViewThenWork()(x))

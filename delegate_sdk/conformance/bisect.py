@@ -140,7 +140,7 @@ def _first_node(sub: Any, b_in: list[torch.Tensor], plugin: str, options: dict[s
             with torch.no_grad():
                 expected = _tensors(mod(*[t.clone() for t in b_in]))
             prog = lower(mod, tuple(t.clone().contiguous() for t in b_in), [plugin],
-                                      options=options, calibration=calib)
+                         options=options, calibration=calib, min_benefit=False)
             if prog.summary().nodes_delegated == 0:
                 cache[m] = None
                 return None

@@ -314,7 +314,8 @@ class GroupRunner:
 
         try:
             prog = lower(copy.deepcopy(module), example, [self.plugin], options=self._options(),
-                         calibration=calib, dynamic_shapes=dyn, hosted_ops=bool(self.cfg.get("hosted_ops")))
+                         calibration=calib, dynamic_shapes=dyn, hosted_ops=bool(self.cfg.get("hosted_ops")),
+                         min_benefit=False)  # the single op (a view too) is what conformance tests
         except FatalRunError:
             raise
         except Exception as e:
