@@ -1,14 +1,15 @@
-"""Helpers for this plugin's tests: capture a module the way the core does, then run it through the hooks."""
+"""Helpers for this plugin's tests: the plugin kit's capture and candidates, then the hooks called directly (to
+look at a partition's CompiledDelegate, which a lowering hides)."""
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.export import ExportedProgram
 
+from delegate_sdk import testing as kit
 from delegate_sdk.types import Claims, CompiledDelegate
 
 from delegate_sdk_xnnpack import plugin
@@ -16,18 +17,13 @@ from delegate_sdk_xnnpack import plugin
 
 def capture(module: torch.nn.Module, args: tuple[torch.Tensor, ...], *,
             keep_ops: tuple[str, ...] = plugin.KEEP_OPS, dynamic_shapes: Any = None) -> ExportedProgram:
-    """``torch.export`` + core-ATen decomposition minus ``keep_ops``: what ``claim``/``preprocess`` receive."""
-    ep = torch.export.export(module.eval(), args, dynamic_shapes=dynamic_shapes, strict=False)
-    table = torch.export.default_decompositions()
-    for name in keep_ops:
-        ns, op, overload = name.split(".")
-        table.pop(getattr(getattr(getattr(torch.ops, ns), op), overload), None)
-    return ep.run_decompositions(table)
+    """What ``claim``/``preprocess`` receive: the plugin kit's capture (the core's) with ``keep_ops`` whole."""
+    return kit.capture(None, module, args, keep_ops=keep_ops, dynamic_shapes=dynamic_shapes)
 
 
 def candidates(ep: ExportedProgram) -> list[torch.fx.Node]:
-    """The nodes the core would hand to ``claim`` (getitems follow their producer)."""
-    return [n for n in ep.graph.nodes if n.op == "call_function" and n.target is not operator.getitem]
+    """The exact node list the core hands to ``claim`` (the plugin kit's)."""
+    return kit.candidates(ep)
 
 
 def claim_all(ep: ExportedProgram, precision: str = "fp32") -> Claims:
