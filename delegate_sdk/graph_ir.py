@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from delegate_sdk.errors import ArtifactCorruptError
+from delegate_sdk.support.nodes import vals as pytree_leaves
 
 ALLOWED_NAMESPACES = ("aten", "prims", "quantized_decomposed")
 PY_OPS: dict[str, Callable[..., Any]] = {
@@ -409,12 +410,3 @@ class _Alias:
 
 def _unwrap(x: Any) -> str:
     return x.name if isinstance(x, _Alias) else x
-
-
-def pytree_leaves(x: Any) -> list[Any]:
-    if isinstance(x, (list, tuple)):
-        out: list[Any] = []
-        for v in x:
-            out.extend(pytree_leaves(v))
-        return out
-    return [x]

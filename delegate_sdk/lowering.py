@@ -44,6 +44,8 @@ class _Session:
     example: list[Any]
     #: capture.model_fingerprint of the exported model
     fingerprint: str = ""
+    #: the model as exported, before decomposition (reused when a lowering is planned again)
+    exported: ExportedProgram | None = None
 
 
 def _hosting(hosted_ops: bool | Iterable[str], chosen: list[Backend], infos: list[Any]) -> set[str]:
@@ -66,7 +68,8 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
              dynamic_shapes: Any, registry: Registry, skip_ops: Iterable[str], skip_nodes: Iterable[str],
              min_partition_size: int, hosted_ops: bool | Iterable[str] = False,
              example_kwargs: dict[str, Any] | None = None,
-             failed: dict[str, dict[str, str]] | None = None, min_benefit: bool = True) -> _Session:
+             failed: dict[str, dict[str, str]] | None = None, min_benefit: bool = True,
+             exported: ExportedProgram | None = None) -> _Session:
     """Capture and partition. ``failed``: backend -> {node: why} of partitions that backend failed to compile
     in an earlier attempt (fallback mode): those nodes count as refused by it."""
     failed = failed or {}
@@ -90,7 +93,8 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
         if info.hosts_ops:  # only plugins that can host see the key
             opts[b.name]["hosted_ops"] = b.name in hosting
     names = [b.name for b in chosen]
-    raw = export(model, example_inputs, dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs)
+    raw = exported if exported is not None else export(model, example_inputs, dynamic_shapes=dynamic_shapes,
+                                                        example_kwargs=example_kwargs)
 
     def attempt(keep: set[str]) -> tuple[ExportedProgram, PartitionPlan, dict[str, torch.fx.Node]]:
         ep = decompose(raw, keep)
@@ -130,7 +134,7 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
         log.warning("%d partitions: each is one delegate call per run (~25 us through a runtime); consider "
                     "hosted_ops=True, min_partition_size, or another backend order", len(plan.partitions))
     example = _leaves(ep, example_inputs, example_kwargs)
-    return _Session(ep, chosen, opts, plan, by_name, example, model_fingerprint(raw))
+    return _Session(ep, chosen, opts, plan, by_name, example, model_fingerprint(raw), raw)
 
 
 def _without_failed(claims: Any, failed: dict[str, str], backend: str) -> Any:
@@ -299,9 +303,11 @@ def lower(model: Any, example_inputs: Any, backends: list[str], *,
     failed: dict[str, dict[str, str]] = {}
     failures: list[CompileFailure] = []
     done: dict[tuple[str, tuple[str, ...]], CompiledDelegate] = {}
-    while True:
+    exported: ExportedProgram | None = None
+    while True:  # after a compile failure: plan again (export once, compile only what is new)
         s = _prepare(model, example_inputs, backends, options, dynamic_shapes, registry, skip_ops, skip_nodes,
-                     min_partition_size, hosted_ops, example_kwargs, failed, min_benefit)
+                     min_partition_size, hosted_ops, example_kwargs, failed, min_benefit, exported)
+        exported = s.exported
         if strict:
             _check_strict(s)
         try:
