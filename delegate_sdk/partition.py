@@ -15,7 +15,9 @@ Dependencies are bitmasks of partition ids. A partition's ancestors (``anc``)
 may only grow while nothing outside it uses it yet; after that a node that
 would add new ancestors starts a new partition instead. That keeps every
 stored mask exact, so each check is a few big-int ANDs and one pass stays
-near-linear in the number of edges.
+near-linear in the number of edges. The price is that the pass can leave two
+adjacent groups apart whose union would have been fine; a merge pass after it
+(``_merge_adjacent``) joins every such pair, checking the contracted graph.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def plan_partitions(graph: DepGraph, backends: Sequence[str], claim: ClaimFn, *,
         is_claimed = [False] * n
         for name in claimed | hosted:
             is_claimed[index[name]] = True
-        for members in _grow_groups(graph, root, group_of, is_claimed):
+        for members in _merge_adjacent(graph, root, group_of, _grow_groups(graph, root, group_of, is_claimed)):
             leaders_in = [m for m in members if root[m] == m]
             accelerated = [m for m in leaders_in if graph.names[m] not in hosted]
             if not accelerated:
@@ -358,6 +360,81 @@ def _grow_groups(graph: DepGraph, root: list[int], group_of: list[int], is_claim
         if members[g] and alias[g] == g:
             out.append(sorted(i for u in members[g] for i in unit_members[u]))
     return out
+
+
+def _merge_adjacent(graph: DepGraph, root: list[int], group_of: list[int], groups: list[list[int]]
+                    ) -> list[list[int]]:
+    """Join groups of this pass joined by an edge while the contracted graph stays acyclic.
+
+    Groups ``a -> b`` may become one partition unless a path also leaves ``a`` and reaches ``b`` through
+    something else (another partition, an eager node): contracted, that path would be a cycle. Each sweep
+    computes reachability once (bitmasks) and makes every merge it can prove safe from it: pairs taken in
+    topological order, each unit merged at most once, and no pair whose upstream unit reaches a pair merged
+    earlier in the sweep (the only units whose reach a merge changes). Sweeps repeat until none merges.
+    """
+    n = len(graph.names)
+    groups = [list(g) for g in groups]
+    while len(groups) > 1:
+        unit = [n + group_of[i] if group_of[i] >= 0 else root[i] for i in range(n)]
+        for k, g in enumerate(groups):
+            for i in g:
+                unit[i] = 2 * n + k
+        ids = {u: b for b, u in enumerate(dict.fromkeys(unit))}
+        group_unit = [ids[2 * n + k] for k in range(len(groups))]
+        of_unit = {u: k for k, u in enumerate(group_unit)}
+        deps: list[set[int]] = [set() for _ in ids]
+        for i in range(n):
+            ui = ids[unit[i]]
+            deps[ui].update(ids[unit[j]] for j in graph.inputs[i] if ids[unit[j]] != ui)
+        order, anc, desc = _reach(deps)
+        pos = {u: k for k, u in enumerate(order)}
+        taken: set[int] = set()
+        dirty = 0
+        joins: list[tuple[int, int]] = []
+        for v in sorted(group_unit, key=lambda u: pos[u]):
+            for u in sorted((d for d in deps[v] if d in of_unit), key=lambda d: pos[d]):
+                if u in taken or v in taken or dirty >> u & 1 or desc[u] & anc[v]:
+                    continue
+                joins.append((of_unit[u], of_unit[v]))
+                taken.update((u, v))
+                dirty |= anc[v] | 1 << u | 1 << v
+        if not joins:
+            break
+        gone = set()
+        for a, b in joins:
+            groups[a] = sorted(groups[a] + groups[b])
+            gone.add(b)
+        groups = [g for k, g in enumerate(groups) if k not in gone]
+    return groups
+
+
+def _reach(deps: list[set[int]]) -> tuple[list[int], list[int], list[int]]:
+    """A topological order, and per unit the bitmasks of the units it depends on and of those depending on it."""
+    m = len(deps)
+    users: list[list[int]] = [[] for _ in range(m)]
+    for u in range(m):
+        for d in deps[u]:
+            users[d].append(u)
+    remaining = [len(d) for d in deps]
+    ready = [u for u in range(m) if not remaining[u]]
+    order: list[int] = []
+    while ready:
+        u = ready.pop()
+        order.append(u)
+        for v in users[u]:
+            remaining[v] -= 1
+            if not remaining[v]:
+                ready.append(v)
+    if len(order) != m:
+        raise AssertionError("partitions form a cycle before merging (partitioner bug)")
+    anc, desc = [0] * m, [0] * m
+    for u in order:
+        for d in deps[u]:
+            anc[u] |= anc[d] | 1 << d
+    for u in reversed(order):
+        for v in users[u]:
+            desc[u] |= desc[v] | 1 << v
+    return order, anc, desc
 
 
 def _or(masks: object) -> int:
