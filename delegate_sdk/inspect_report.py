@@ -19,10 +19,12 @@ class NodePlacement:
     reasons: list[Refusal] = field(default_factory=list)
     #: True when the backend runs it on its host CPU inside the partition (hosted ops), not on the accelerator
     hosted: bool = False
+    #: what the backend's own conformance expectations record against this op (see ``delegate_sdk.risks``)
+    risks: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"node": self.node, "op": self.op, "partition": self.partition, "backend": self.backend,
-                "hosted": self.hosted, "reasons": [r.to_json() for r in self.reasons]}
+                "hosted": self.hosted, "reasons": [r.to_json() for r in self.reasons], "risks": self.risks}
 
 
 @dataclass
@@ -60,6 +62,11 @@ class InspectReport:
     @property
     def fallback(self) -> list[NodePlacement]:
         return [n for n in self.nodes if n.partition is None]
+
+    @property
+    def risky(self) -> list[NodePlacement]:
+        """Delegated nodes whose op the backend is known to get wrong somewhere (its shipped expectations)."""
+        return [n for n in self.nodes if n.partition is not None and n.risks]
 
     def coverage(self) -> dict[str, int]:
         """Backend -> number of nodes it accelerates, ``"<backend> (hosted)"`` -> nodes it runs on its host CPU,

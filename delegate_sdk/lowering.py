@@ -238,6 +238,16 @@ def _placements(s: _Session) -> tuple[list[NodePlacement], dict[str, str]]:
     return out, backend_of
 
 
+def _mark_risks(s: _Session, placements: list[NodePlacement]) -> None:
+    """Attach to each delegated node what its backend's shipped expectations record against its op."""
+    from delegate_sdk.risks import known_risks
+
+    per_entry = {label: known_risks(b, s.options[label]["precision"]) for label, b in s.backends.items()}
+    for p in placements:
+        if p.backend is not None and not p.hosted:
+            p.risks = [str(r) for r in per_entry[p.backend].get(p.op, [])]
+
+
 def _fallback_nodes(s: _Session) -> list[FallbackNode]:
     return [FallbackNode(name, op_name(s.nodes[name]), list(reasons)) for name, reasons in s.plan.fallback.items()
             if not _is_host(reasons)]
@@ -269,6 +279,7 @@ def inspect(model: Any, example_inputs: Any, backends: list[str], *,
     s = _prepare(model, example_inputs, backends, options, dynamic_shapes, registry, skip_ops, skip_nodes,
                  min_partition_size, hosted_ops, example_kwargs, min_benefit=min_benefit)
     placements, _ = _placements(s)
+    _mark_risks(s, placements)
     perfs: dict[str, Any] = {}
     if estimate and s.plan.partitions:
         try:
