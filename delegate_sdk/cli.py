@@ -100,7 +100,9 @@ def plugins(as_json: bool) -> None:
 
 @main.command(name="inspect")
 @click.argument("model")
-@click.option("--backends", "backends", required=True, help="Backends in priority order, e.g. qnn,xnnpack.")
+@click.option("--backends", "backends", required=True,
+              help="Backends in priority order, e.g. qnn,xnnpack; an entry may name its precision: "
+                   "xnnpack:int8,xnnpack:fp32.")
 @option_opt
 @skip_ops_opt
 @min_size_opt
@@ -155,6 +157,22 @@ def inspect_cmd(model: str, backends: str, options: tuple[str, ...], skip_ops: s
             why = "\n".join(f"{r.backend}: [yellow]{r.code.value}[/yellow] {r.message}" for r in n.reasons)
             t2.add_row(n.node, n.op, why or "-")
         console.print(t2)
+    risky: dict[tuple[str, str], list[str]] = {}
+    for n in report.risky:  # one row per backend and op: the same op's nodes share its risks
+        risky.setdefault((n.backend or "", n.op), []).append(n.node)
+    if risky:
+        t3 = Table(title=f"{len(report.risky)} delegated node(s) with a known risk (the plugin's own "
+                         "conformance expectations)")
+        for col in ("backend", "op", "nodes", "known to"):
+            t3.add_column(col)
+        for (backend, op), names in risky.items():
+            risks = next(n.risks for n in report.risky if n.backend == backend and n.op == op)
+            t3.add_row(backend, op, _names_short(names), "\n".join(risks))
+        console.print(t3)
+
+
+def _names_short(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f" (+{len(names) - 4})" if len(names) > 4 else "")
 
 
 def _ops_short(ops: list[str]) -> str:
@@ -164,7 +182,9 @@ def _ops_short(ops: list[str]) -> str:
 
 @main.command()
 @click.argument("model")
-@click.option("--backends", "backends", required=True, help="Backends in priority order, e.g. qnn,xnnpack.")
+@click.option("--backends", "backends", required=True,
+              help="Backends in priority order, e.g. qnn,xnnpack; an entry may name its precision: "
+                   "xnnpack:int8,xnnpack:fp32.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Artifact to write.")
 @option_opt
 @click.option("--calibration-samples", default=8, show_default=True, type=click.IntRange(1),

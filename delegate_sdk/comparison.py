@@ -399,10 +399,12 @@ def _run_config(cfg: Config, model: Any, example_inputs: Any, example_kwargs: An
                 out_paths: list[str], calls: int, hosted_ops: bool, registry: Any,
                 lower: Callable[..., Any]) -> ConfigResult:
     res = ConfigResult(cfg)
-    opts = {b: {**(options or {}).get(b, {}), "precision": p} for b, p in cfg.entries}
+    # each entry carries its precision (``xnnpack:int8``), so one backend may appear at two precisions
+    opts = {b: {k: v for k, v in o.items() if k != "precision"} for b, o in (options or {}).items()
+            if b in cfg.backends}
     t0 = time.perf_counter()
     try:
-        prog = lower(model, example_inputs, cfg.backends, options=opts, calibration=calib,
+        prog = lower(model, example_inputs, [f"{b}:{p}" for b, p in cfg.entries], options=opts, calibration=calib,
                      dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs, hosted_ops=hosted_ops,
                      registry=registry, on_compile_error="fallback")
     except Exception as e:  # a configuration that fails is a row with its error

@@ -32,7 +32,7 @@ Lifecycle of one model::
     claim(program, nodes, options)               # which nodes you take, and why not the others
     preprocess(program, options, calibration)    # once per partition you won: compile to a blob
     ... the core writes the blob into the artifact; later, maybe on another machine ...
-    init(blob, meta, options) -> handle          # once per partition, at load
+    init(blob, meta, options, sections) -> handle  # once per partition, at load
     execute(handle, inputs) -> outputs           # once per call of the program
     destroy(handle)                              # when the program is dropped
 
@@ -187,6 +187,12 @@ def preprocess(program: ExportedProgram, options: dict[str, Any],
     quantized precisions (conformance judges errors in those steps), and your
     toolchain's performance estimate in ``perf`` when it has one.
 
+    Put bulky data that other partitions may hold too (weights, a data map
+    your runtime loads beside the program) in ``sections`` instead of the blob:
+    the artifact stores each distinct section once, by content, and ``init``
+    gets them back by name. An unrolled RNN whose 30 partitions use the same
+    weights then ships them once.
+
     Raise any exception to fail; the core reports it naming your plugin and
     the partition. Write temporary files under a ``tempfile`` directory you
     remove, never the working directory; log through ``logging``, never print.
@@ -200,13 +206,17 @@ def preprocess(program: ExportedProgram, options: dict[str, Any],
 
 
 @hookspec(firstresult=True)
-def init(blob: bytes, meta: dict[str, Any], options: dict[str, Any]) -> Any:
+def init(blob: bytes, meta: dict[str, Any], options: dict[str, Any], sections: dict[str, bytes]) -> Any:
     """Load a compiled blob and return a handle (any object) for ``execute``.
 
     Called once per partition when a program is lowered or loaded, possibly in
     another process or on another machine than ``preprocess`` ran; only your
-    runtime may be installed there, not your compiler. ``meta`` is what
-    ``preprocess`` returned.
+    runtime may be installed there, not your compiler. ``meta`` and
+    ``sections`` are what ``preprocess`` returned in its ``CompiledDelegate``
+    (``sections`` is ``{}`` when it returned none; partitions that returned
+    equal sections may share one ``bytes`` object, which you must not mutate).
+    Check that a section you need is there before handing the blob to native
+    code: a native loader missing its data tends to crash, not raise.
     """
 
 
@@ -244,7 +254,7 @@ def destroy(handle: Any) -> None:
 
 @hookspec(firstresult=True)
 def reference_execute(blob: bytes, meta: dict[str, Any], options: dict[str, Any],
-                      inputs: list[torch.Tensor]) -> list[torch.Tensor] | None:
+                      inputs: list[torch.Tensor], sections: dict[str, bytes]) -> list[torch.Tensor] | None:
     """Run the same quantized computation on a trusted CPU reference. Optional.
 
     For quantized precisions, conformance compares your delegate against eager

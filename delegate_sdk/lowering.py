@@ -33,10 +33,44 @@ log = logging.getLogger(__name__)
 _WEIGHT_KINDS = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a priority list: a backend, at one precision when the entry says (``xnnpack:int8``)."""
+
+    label: str
+    backend: str
+    precision: str | None = None
+
+
+def parse_entries(backends: str | Iterable[str]) -> list[Entry]:
+    """``"qnn,xnnpack:int8,xnnpack:fp32"`` -> entries; one backend may appear at several precisions."""
+    raw = [b.strip() for b in backends.split(",")] if isinstance(backends, str) else [str(b).strip() for b in backends]
+    entries = []
+    for item in (b for b in raw if b):
+        name, sep, precision = item.partition(":")
+        if sep and not (name.strip() and precision.strip()):
+            raise UsageError(f"{item!r}: a backend entry is NAME or NAME:PRECISION (e.g. xnnpack:int8)")
+        name, precision = name.strip(), precision.strip()
+        entries.append(Entry(f"{name}:{precision}" if sep else name, name, precision or None))
+    if not entries:
+        raise UsageError("give at least one backend")
+    labels = [e.label for e in entries]
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"backend listed twice: {labels}")
+    for name in {e.backend for e in entries}:
+        mine = [e for e in entries if e.backend == name]
+        if len(mine) > 1 and any(e.precision is None for e in mine):
+            raise UsageError(f"{name} is listed more than once: to fall back from one precision of it to "
+                             f"another, give every entry its precision (e.g. {name}:int8,{name}:fp32)")
+    return entries
+
+
 @dataclass
 class _Session:
     ep: ExportedProgram
-    backends: list[Backend]
+    #: per entry label, the backend that serves it (one plugin may serve several entries)
+    backends: dict[str, Backend]
+    #: per entry label, its validated options
     options: dict[str, dict[str, Any]]
     plan: PartitionPlan
     nodes: dict[str, torch.fx.Node]
@@ -48,20 +82,41 @@ class _Session:
     exported: ExportedProgram | None = None
 
 
-def _hosting(hosted_ops: bool | Iterable[str], chosen: list[Backend], infos: list[Any]) -> set[str]:
-    """The backends that may host ops in this lowering: all that can (True), or the ones named."""
+def _hosting(hosted_ops: bool | Iterable[str], entries: list[Entry], infos: list[Any]) -> set[str]:
+    """The entries that may host ops in this lowering: all that can (True), or those named (by entry or backend)."""
     if hosted_ops is True:
-        return {b.name for b, i in zip(chosen, infos) if i.hosts_ops}
+        return {e.label for e, i in zip(entries, infos) if i.hosts_ops}
     if not hosted_ops:
         return set()
     wanted = {hosted_ops} if isinstance(hosted_ops, str) else set(hosted_ops)
-    names = {b.name: i for b, i in zip(chosen, infos)}
+    chosen: set[str] = set()
     for w in sorted(wanted):
-        if w not in names:
-            raise UsageError(f"hosted_ops names {w!r}, which is not among the backends {list(names)}")
-        if not names[w].hosts_ops:
+        mine = [(e, i) for e, i in zip(entries, infos) if w in (e.label, e.backend)]
+        if not mine:
+            raise UsageError(f"hosted_ops names {w!r}, which is not among the backends {[e.label for e in entries]}")
+        if not mine[0][1].hosts_ops:
             raise UsageError(f"backend {w!r} cannot host ops on its CPU (its BackendInfo.hosts_ops is false)")
-    return wanted
+        chosen.update(e.label for e, _ in mine)
+    return chosen
+
+
+def _entry_options(entries: list[Entry], chosen: list[Backend], options: dict[str, dict[str, Any]]
+                   ) -> dict[str, dict[str, Any]]:
+    """Validated options per entry: the backend's options, then the entry's own, then the entry's precision."""
+    labels = {e.label for e in entries} | {e.backend for e in entries}
+    stray = [k for k in options if k not in labels]
+    if stray:
+        raise UsageError(f"options given for {stray[0]!r}, which is not among the backends "
+                         f"{[e.label for e in entries]}")
+    out = {}
+    for e, b in zip(entries, chosen):
+        given = {**options.get(e.backend, {}), **(options.get(e.label, {}) if e.label != e.backend else {})}
+        if e.precision is not None:
+            if given.get("precision", e.precision) != e.precision:
+                raise UsageError(f"{e.label} says precision {e.precision}, its options say {given['precision']}")
+            given["precision"] = e.precision
+        out[e.label] = b.options(given)
+    return out
 
 
 def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict[str, dict[str, Any]] | None,
@@ -73,26 +128,18 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
     """Capture and partition. ``failed``: backend -> {node: why} of partitions that backend failed to compile
     in an earlier attempt (fallback mode): those nodes count as refused by it."""
     failed = failed or {}
-    if isinstance(backends, str):
-        backends = [b.strip() for b in backends.split(",") if b.strip()]
-    if not backends:
-        raise UsageError("give at least one backend")
-    if len(set(backends)) != len(backends):
-        raise UsageError(f"backend listed twice: {backends}")
+    entries = parse_entries(backends)
     if min_partition_size < 1:
         raise UsageError("min_partition_size must be at least 1")
-    options = dict(options or {})
-    stray = [k for k in options if k not in backends]
-    if stray:
-        raise UsageError(f"options given for {stray[0]!r}, which is not among the backends {backends}")
-    chosen = [registry.get(b) for b in backends]
+    chosen = [registry.get(e.backend) for e in entries]
     infos = [b.require_available() for b in chosen]
-    opts = {b.name: b.options(options.get(b.name)) for b in chosen}
-    hosting = _hosting(hosted_ops, chosen, infos)
-    for b, info in zip(chosen, infos):
+    opts = _entry_options(entries, chosen, dict(options or {}))
+    hosting = _hosting(hosted_ops, entries, infos)
+    for e, info in zip(entries, infos):
         if info.hosts_ops:  # only plugins that can host see the key
-            opts[b.name]["hosted_ops"] = b.name in hosting
-    names = [b.name for b in chosen]
+            opts[e.label]["hosted_ops"] = e.label in hosting
+    names = [e.label for e in entries]
+    serving = dict(zip(names, chosen))
     raw = exported if exported is not None else export(model, example_inputs, dynamic_shapes=dynamic_shapes,
                                                         example_kwargs=example_kwargs)
 
@@ -103,7 +150,7 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
         by_name = {n.name: n for n in nodes}
 
         def claim(backend_name: str, candidates: list[str]) -> Any:
-            backend = registry.get(backend_name)
+            backend = serving[backend_name]
             before = _fingerprint(ep)
             try:
                 result = backend.hook.call("claim", program=ep, nodes=[by_name[c] for c in candidates],
@@ -134,7 +181,7 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
         log.warning("%d partitions: each is one delegate call per run (~25 us through a runtime); consider "
                     "hosted_ops=True, min_partition_size, or another backend order", len(plan.partitions))
     example = _leaves(ep, example_inputs, example_kwargs)
-    return _Session(ep, chosen, opts, plan, by_name, example, model_fingerprint(raw), raw)
+    return _Session(ep, serving, opts, plan, by_name, example, model_fingerprint(raw), raw)
 
 
 def _without_failed(claims: Any, failed: dict[str, str], backend: str) -> Any:
@@ -289,7 +336,7 @@ def inspect(model: Any, example_inputs: Any, backends: list[str], *,
         perfs = {pid: cd.perf for pid, (cd, _sub) in compiled.items()}
     parts = [PartitionPlanInfo(p.id, p.backend, p.nodes, sorted({op_name(s.nodes[n]) for n in p.nodes}),
                                perfs.get(p.id), list(p.hosted)) for p in s.plan.partitions]
-    return InspectReport([b.name for b in s.backends], placements, parts)
+    return InspectReport(list(s.backends), placements, parts)
 
 
 def lower(model: Any, example_inputs: Any, backends: list[str], *,
@@ -307,8 +354,7 @@ def lower(model: Any, example_inputs: Any, backends: list[str], *,
     PyTorch a partition that would only compute a constant or move data through one or two views
     (``ReasonCode.TRIVIAL``); conformance turns it off, since there the single op is what is tested."""
     registry = registry or default_registry()
-    names = [b.strip() for b in backends.split(",")] if isinstance(backends, str) else list(backends)
-    mode = on_compile_error or ("fallback" if len(names) > 1 else "raise")
+    mode = on_compile_error or ("fallback" if len(parse_entries(backends)) > 1 else "raise")
     if mode not in ("raise", "fallback"):
         raise UsageError(f"on_compile_error must be 'raise' or 'fallback', not {on_compile_error!r}")
     failed: dict[str, dict[str, str]] = {}
@@ -351,7 +397,7 @@ def _compile_all(s: _Session, calibration: Any, done: dict[tuple[str, tuple[str,
     A partition that fails raises _PartitionFailed."""
     done = {} if done is None else done
     subgraphs = {p.id: extract(s.ep, p.nodes, hosted=p.hosted) for p in s.plan.partitions}
-    infos = {b.name: b.info() for b in s.backends}
+    infos = {label: b.info() for label, b in s.backends.items()}
     quantized = {p.id for p in s.plan.partitions
                  if infos[p.backend].precision(s.options[p.backend]["precision"]).quantized}
     calib: dict[str, list[tuple[torch.Tensor, ...]]] = {}
@@ -362,7 +408,7 @@ def _compile_all(s: _Session, calibration: Any, done: dict[tuple[str, tuple[str,
     compiled: dict[str, tuple[CompiledDelegate, Subgraph]] = {}
     for p in s.plan.partitions:
         sub = subgraphs[p.id]
-        backend = next(b for b in s.backends if b.name == p.backend)
+        backend = s.backends[p.backend]
         key = (p.backend, tuple(p.nodes))
         if key in done:
             compiled[p.id] = (done[key], sub)
@@ -397,6 +443,9 @@ def _check_compiled(backend: str, pid: str, cd: Any, sub: Subgraph, quantized: b
         raise ContractError(backend, "preprocess", f"blob is {type(cd.blob).__name__}, expected bytes", pid)
     if not isinstance(cd.format_version, int) or not cd.format:
         raise ContractError(backend, "preprocess", "format and an integer format_version are required", pid)
+    if not isinstance(cd.sections, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, (bytes, bytearray)) for k, v in cd.sections.items()):
+        raise ContractError(backend, "preprocess", "sections must map non-empty names to bytes", pid)
     try:
         json.dumps(cd.meta)
         json.dumps(cd.op_counts)
@@ -490,18 +539,20 @@ def _assemble(s: _Session, compiled: dict[str, tuple[CompiledDelegate, Subgraph]
               registry: Registry) -> Program:
     ep = s.ep
     all_nodes = {n.name: n for n in ep.graph.nodes}
-    records, blobs, index, io = [], [], {}, {}
+    records, blobs, sections, index, io = [], [], [], {}, {}
+    pool: dict[str, bytes] = {}  # SHA-256 -> one copy of each distinct section, shared by the partitions
     for k, p in enumerate(s.plan.partitions):
         cd, sub = compiled[p.id]
-        backend = registry.get(p.backend)
+        backend = s.backends[p.backend]
         rec = DelegateRecord.from_compiled(
-            p.id, p.backend, backend.info().version, s.options[p.backend], cd, p.nodes,
+            p.id, backend.name, backend.info().version, s.options[p.backend], cd, p.nodes,
             sorted({op_name(s.nodes[n]) for n in p.nodes}),
             [_tensor_spec(all_nodes[i]) for i in sub.inputs], [_tensor_spec(all_nodes[o]) for o in sub.outputs],
             hosted=list(p.hosted))
         rec.macs = sum(node_macs(s.nodes[n]) for n in p.nodes if n in s.nodes and n not in set(p.hosted))
         records.append(rec)
         blobs.append(bytes(cd.blob))
+        sections.append({name: pool.setdefault(rec.sections[name], bytes(data)) for name, data in cd.sections.items()})
         index[p.id] = k
         io[p.id] = (sub.inputs, sub.outputs)
 
@@ -518,7 +569,7 @@ def _assemble(s: _Session, compiled: dict[str, tuple[CompiledDelegate, Subgraph]
                    _storable_spec(ep.call_spec.out_spec), _fallback_nodes(s),
                    s.plan.nodes_total - sum(1 for r in s.plan.fallback.values() if _is_host(r)),
                    in_spec=_storable_in_spec(_in_spec(ep)), macs_total=sum(node_macs(n) for n in s.nodes.values()),
-                   model_sha256=s.fingerprint)
+                   model_sha256=s.fingerprint, sections=sections)
     return Program(parts, registry, {pid: sg.program for pid, sg in subgraphs.items()})
 
 

@@ -133,6 +133,11 @@ class _Parts:
     #: capture.model_fingerprint of the model lowered ("" in artifacts written before it was recorded)
     model_sha256: str = ""
     compile_failures: list[CompileFailure] = field(default_factory=list)
+    #: per partition, its blob's named sections (equal contents are one bytes object)
+    sections: list[dict[str, bytes]] = field(default_factory=list)
+
+    def sections_of(self, k: int) -> dict[str, bytes]:
+        return self.sections[k] if k < len(self.sections) else {}
 
 
 class Program:
@@ -150,8 +155,8 @@ class Program:
         self._flat_positional = self._in_spec == flat_spec(len(parts.inputs))
         runtimes: list[DelegateRuntime] = []
         try:
-            for rec, blob in zip(parts.records, parts.blobs):
-                runtimes.append(DelegateRuntime(self._registry.get(rec.backend), rec, blob))
+            for k, (rec, blob) in enumerate(zip(parts.records, parts.blobs)):
+                runtimes.append(DelegateRuntime(self._registry.get(rec.backend), rec, blob, parts.sections_of(k)))
         except BaseException:
             for r in runtimes:
                 r.close()
@@ -194,7 +199,7 @@ class Program:
             return None
         try:
             return backend.hook.call("reference_execute", blob=blob, meta=rec.meta, options=rec.options,
-                                     inputs=list(inputs))
+                                     inputs=list(inputs), sections=dict(self._parts.sections_of(idx)))
         except Exception as e:
             raise PluginError(rec.backend, "reference_execute", f"{type(e).__name__}: {e}", partition_id) from e
 
@@ -241,8 +246,11 @@ class Program:
         weights_index, weights_bytes = _pack_weights(p.weights)
         graph_bytes = json.dumps(p.graph.to_json(), separators=(",", ":")).encode()
         entries: dict[str, bytes] = {"graph.json": graph_bytes, "weights.bin": weights_bytes}
-        for rec, blob in zip(p.records, p.blobs):
+        for k, (rec, blob) in enumerate(zip(p.records, p.blobs)):
             entries[f"blobs/{rec.id}.bin"] = blob
+            for name, data in p.sections_of(k).items():
+                # content-addressed: a section several partitions hold is stored once
+                entries.setdefault(_section_entry(rec.sections[name]), data)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "sdk_version": delegate_sdk.__version__, "torch_version": torch.__version__,
@@ -261,7 +269,11 @@ class Program:
             with zipfile.ZipFile(tmp, "w") as z:
                 z.writestr("manifest.json", json.dumps(manifest, indent=1), zipfile.ZIP_DEFLATED)
                 for name, data in entries.items():
-                    z.writestr(name, data, zipfile.ZIP_STORED)
+                    # bulky data (weights, sections) is stored as is: it rarely deflates and is read back
+                    # fastest that way; the graph and the blobs (programs, often padded) deflate well
+                    packed = name == "graph.json" or name.startswith("blobs/")
+                    z.writestr(name, data, zipfile.ZIP_DEFLATED if packed else zipfile.ZIP_STORED,
+                               compresslevel=1 if packed else None)
             os.replace(tmp, target)
         finally:
             if tmp.exists():
@@ -355,6 +367,7 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Prog
         inputs = [InputSpec.from_json(s) for s in manifest["inputs"]]
         fallback = [FallbackNode.from_json(f) for f in manifest.get("fallback", [])]
         blobs = [data[f"blobs/{r.id}.bin"] for r in records]
+        sections = [{name: data[_section_entry(sha)] for name, sha in r.sections.items()} for r in records]
         out_spec = str(manifest["out_spec"])
         in_spec = str(manifest.get("in_spec", ""))
         macs_total = int(manifest.get("macs_total", 0))
@@ -373,8 +386,13 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Prog
         raise ArtifactCorruptError(f"{path}: the input/output structure is malformed ({type(e).__name__}: "
                                    f"{e})") from None
     parts = _Parts(graph, records, blobs, weights, inputs, out_spec, fallback, nodes_total, in_spec=in_spec,
-                   macs_total=macs_total, model_sha256=model_sha256, compile_failures=compile_failures)
+                   macs_total=macs_total, model_sha256=model_sha256, compile_failures=compile_failures,
+                   sections=sections)
     return Program(parts, registry)
+
+
+def _section_entry(sha256: str) -> str:
+    return f"sections/{sha256}.bin"
 
 
 def _check_backend(registry: Registry, rec: DelegateRecord, path: Path) -> None:

@@ -44,6 +44,8 @@ class DelegateRecord:
     hosted: list[str] = field(default_factory=list)
     #: multiply-accumulates of the conv / linear / matmul nodes it accelerates
     macs: int = 0
+    #: the blob's named sections: name -> SHA-256 of the content (stored once per artifact under that hash)
+    sections: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,7 +56,7 @@ class DelegateRecord:
             "output_quant": [q.to_json() if q else None for q in self.output_quant],
             "perf": self.perf.to_json() if self.perf else None, "op_counts": self.op_counts,
             "debug_map": self.debug_map, "blob_sha256": self.blob_sha256, "blob_size": self.blob_size,
-            "hosted": self.hosted, "macs": self.macs,
+            "hosted": self.hosted, "macs": self.macs, "sections": self.sections,
         }
 
     @classmethod
@@ -67,6 +69,7 @@ class DelegateRecord:
             PerfEstimate.from_json(d["perf"]) if d.get("perf") else None, dict(d.get("op_counts", {})),
             {k: list(v) for k, v in d.get("debug_map", {}).items()}, d.get("blob_sha256", ""),
             int(d.get("blob_size", 0)), list(d.get("hosted", [])), int(d.get("macs", 0)),
+            {str(k): str(v) for k, v in d.get("sections", {}).items()},
         )
 
     @classmethod
@@ -77,7 +80,8 @@ class DelegateRecord:
 
         return cls(pid, backend, version, cd.format, cd.format_version, options, cd.meta, nodes, ops, inputs,
                    outputs, list(cd.output_quant), cd.perf, dict(cd.op_counts), dict(cd.debug_map),
-                   hashlib.sha256(cd.blob).hexdigest(), len(cd.blob), list(hosted or []))
+                   hashlib.sha256(cd.blob).hexdigest(), len(cd.blob), list(hosted or []),
+                   sections={name: hashlib.sha256(data).hexdigest() for name, data in cd.sections.items()})
 
 
 @dataclass
@@ -95,13 +99,15 @@ class DelegateCall:
 class DelegateRuntime:
     """A loaded delegate: its handle, created once, and a lock unless the plugin is thread safe."""
 
-    def __init__(self, backend: Backend, record: DelegateRecord, blob: bytes):
+    def __init__(self, backend: Backend, record: DelegateRecord, blob: bytes,
+                 sections: dict[str, bytes] | None = None):
         self.backend = backend
         self.record = record
         info = backend.info()
         self._lock = nullcontext() if info.thread_safe else threading.Lock()
         try:
-            self.handle = backend.hook.call("init", blob=blob, meta=record.meta, options=record.options)
+            self.handle = backend.hook.call("init", blob=blob, meta=record.meta, options=record.options,
+                                            sections=dict(sections or {}))
         except Exception as e:
             raise PluginError(backend.name, "init", f"{type(e).__name__}: {e}", record.id) from e
         self._closed = False

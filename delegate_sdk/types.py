@@ -307,6 +307,10 @@ class CompiledDelegate:
     debug_map: dict[str, list[str]] = field(default_factory=dict)
     #: op name -> count inside the compiled blob (e.g. MIL ops, TOSA ops)
     op_counts: dict[str, int] = field(default_factory=dict)
+    #: named byte sections stored beside the blob and handed to ``init`` as they were (weights, a data map,
+    #: ...). The artifact stores each distinct content once, so partitions holding the same constants (the
+    #: steps of an unrolled RNN, a weight used twice) pay for them once; no container format of your own.
+    sections: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -196,3 +196,52 @@ def test_save_is_atomic_and_weights_stored_once(registry, tmp_path):
     total = sum(w["nbytes"] for w in m["weights"])
     assert len(zipfile.ZipFile(path).read("weights.bin")) == total
     torch.testing.assert_close(load(path, registry)(x), model(x), rtol=0, atol=0)
+
+
+class _SharedLinear(torch.nn.Module):
+    """One Linear used on both sides of an op the backend refuses: two partitions holding the same weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.sin(self.fc(x)))
+
+
+def test_equal_sections_of_two_partitions_are_stored_once(registry, tmp_path):
+    registry.register(IRBackend("lin", LINEAR), "lin")
+    model, x = _SharedLinear().eval(), torch.randn(2, 16)
+    prog = lower(model, (x,), ["lin"], registry=registry, min_benefit=False)
+    path = tmp_path / "m.dsdk"
+    prog.save(path)
+    with zipfile.ZipFile(path) as z:
+        stored = [n for n in z.namelist() if n.startswith("sections/")]
+        manifest = json.loads(z.read("manifest.json"))
+    shas = [p["sections"]["weights"] for p in manifest["partitions"]]
+    assert len(shas) == 2 and shas[0] == shas[1]
+    assert stored == [f"sections/{shas[0]}.bin"]
+    with torch.no_grad():
+        torch.testing.assert_close(load(path, registry)(x), model(x), rtol=0, atol=0)
+
+    def drop(entries):
+        del entries[stored[0]]
+    _rewrite(path, drop)
+    with pytest.raises(ArtifactCorruptError, match="missing sections/"):
+        load(path, registry)
+
+
+def test_a_section_that_is_not_bytes_is_a_contract_error(registry):
+    from delegate_sdk import hookimpl
+    from delegate_sdk.errors import ContractError
+
+    class BadSections(IRBackend):
+        @hookimpl
+        def preprocess(self, program, options, calibration):
+            cd = super().preprocess(program, options, calibration)
+            cd.sections = {"weights": "not bytes"}
+            return cd
+
+    registry.register(BadSections("lin", LINEAR), "lin")
+    with pytest.raises(ContractError, match="sections must map non-empty names to bytes"):
+        lower(_SharedLinear().eval(), (torch.randn(2, 16),), ["lin"], registry=registry)

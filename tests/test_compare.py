@@ -117,3 +117,14 @@ def test_lower_auto_keeps_what_compare_recommends(backends, monkeypatch):
 
     with pytest.raises(UsageError, match="backends='auto'"):
         delegate_sdk.lower(model, (x,), "auto", policy=Policy(min_top1=1.1))
+
+
+def test_an_order_may_list_one_backend_at_two_precisions(registry):
+    registry.register(IRBackend("q", LINEAR, precisions=("int8", "fp32"), output_quant=True), "q")
+    registry.register(IRBackend("elem", ELEMENTWISE), "elem")
+    model, x = SmallCNN().eval(), torch.randn(1, 3, 16, 16)
+    c = compare(model, (x,), ["q:int8,q:fp32,elem"], calls=2, eval_inputs=1, registry=registry,
+                options={"q": {"precision": "fp32"}})  # the entries' precisions win over an option's
+    (row,) = c.results
+    assert row.ok, row.error
+    assert row.label == "q:int8>q:fp32>elem:fp32" and row.coverage["q"] > 0

@@ -478,3 +478,59 @@ def test_minimum_benefit_leaves_trivial_partitions_to_eager(registry):
     assert len(r.partitions) == 3
     prog = lower(ViewThenWork(), (x,), ["any"], registry=registry)
     torch.testing.assert_close(prog(x), ViewThenWork()(x))
+
+
+class Int8WithoutSigmoid(IRBackend):
+    """Takes every listed op in fp32; at int8 it has no sigmoid (a LUT it lacks), like real NPUs."""
+
+    @hookimpl
+    def claim(self, program, nodes, options):
+        claims = super().claim(program, nodes, options)
+        if options["precision"] != "int8":
+            return claims
+        from delegate_sdk.types import Claims, Refusal
+
+        sig = {n.name for n in nodes if getattr(n.target, "__name__", "") == "sigmoid.default"}
+        return Claims(tuple(c for c in claims.claimed if c not in sig),
+                      (*claims.refused, *(Refusal(n, ReasonCode.QUANT, "no int8 sigmoid") for n in sorted(sig))))
+
+
+def test_one_backend_at_two_precisions_falls_back_from_int8_to_fp32(registry, tmp_path):
+    from delegate_sdk.program import load
+
+    npu = Int8WithoutSigmoid("npu", ELEMENTWISE | {"aten.sin.default"}, precisions=("int8", "fp32"),
+                             output_quant=True)
+    registry.register(npu, "npu")
+    x = torch.randn(3, 4)
+    plan = inspect(Chain(), (x,), "npu:int8,npu:fp32", registry=registry)
+    assert plan.backends == ["npu:int8", "npu:fp32"]
+    assert [p.backend for p in plan.partitions] == ["npu:int8", "npu:fp32", "npu:int8"]
+    calib = [(torch.randn(3, 4),) for _ in range(2)]
+    prog = lower(Chain(), (x,), ["npu:int8", "npu:fp32"], registry=registry, calibration=calib,
+                 options={"npu": {"level": 2}, "npu:fp32": {"level": 3}})
+    s = prog.summary()
+    assert [(p.backend, p.options["precision"], p.options["level"]) for p in s.partitions] == [
+        ("npu", "int8", 2), ("npu", "fp32", 3), ("npu", "int8", 2)]
+    assert "aten.sigmoid.default" in s.partitions[1].ops and not s.fallback
+    # calibration only for the int8 partitions
+    assert [c is not None for c in npu.calibration_seen] == [True, False, True]
+    torch.testing.assert_close(prog(x), Chain()(x))
+    prog.save(tmp_path / "m.dsdk")
+    torch.testing.assert_close(load(tmp_path / "m.dsdk", registry)(x), Chain()(x))
+
+
+def test_priority_list_entries_are_checked(registry):
+    registry.register(IRBackend("npu", ELEMENTWISE, precisions=("int8", "fp32"), output_quant=True), "npu")
+    x = torch.randn(3, 4)
+    with pytest.raises(UsageError, match=r"backend listed twice: \['npu:int8', 'npu:int8'\]"):
+        inspect(Chain(), (x,), "npu:int8,npu:int8", registry=registry)
+    with pytest.raises(UsageError, match=r"give every entry its precision \(e.g. npu:int8,npu:fp32\)"):
+        inspect(Chain(), (x,), "npu,npu:fp32", registry=registry)
+    with pytest.raises(UsageError, match="NAME or NAME:PRECISION"):
+        inspect(Chain(), (x,), "npu:", registry=registry)
+    with pytest.raises(OptionError, match="precision"):
+        inspect(Chain(), (x,), "npu:fp64", registry=registry)
+    with pytest.raises(UsageError, match="npu:fp32 says precision fp32, its options say int8"):
+        inspect(Chain(), (x,), "npu:fp32", registry=registry, options={"npu:fp32": {"precision": "int8"}})
+    with pytest.raises(UsageError, match="not among the backends"):
+        inspect(Chain(), (x,), "npu:fp32", registry=registry, options={"npu:int8": {}})

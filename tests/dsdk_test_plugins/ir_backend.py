@@ -96,20 +96,22 @@ class IRBackend:
         header = json.dumps({"graph": graph.to_json(), "weights": index}).encode()
         n_out = len(program.graph_signature.output_specs)
         quant = [QuantParams(0.1, 0, "int8") for _ in range(n_out)] if self.output_quant else []
-        return CompiledDelegate(blob=len(header).to_bytes(8, "little") + header + raw, format="dsdk-test-ir",
+        # the weights go in a section, which the artifact stores once however many partitions hold it
+        return CompiledDelegate(blob=len(header).to_bytes(8, "little") + header, format="dsdk-test-ir",
+                                sections={"weights": raw} if raw else {},
                                 format_version=self.format_version, meta={"nodes": len(program.graph.nodes)},
                                 op_counts={"ir": len(graph.nodes)}, output_quant=quant,
                                 perf=PerfEstimate(cycles=100 * len(graph.nodes), source="ir test model"))
 
     @hookimpl
-    def init(self, blob: bytes, meta: dict[str, Any], options: dict[str, Any]) -> Any:
+    def init(self, blob: bytes, meta: dict[str, Any], options: dict[str, Any], sections: dict[str, bytes]) -> Any:
         from delegate_sdk.graph_ir import OuterGraph
 
         self.inits += 1
         n = int.from_bytes(blob[:8], "little")
         header = json.loads(blob[8:8 + n])
         graph = OuterGraph.from_json(header["graph"])
-        weights = _unpack_weights(header["weights"], blob[8 + n:])
+        weights = _unpack_weights(header["weights"], sections.get("weights", b""))
         return graph, Executor(graph, lambda i, x: x), weights
 
     @hookimpl

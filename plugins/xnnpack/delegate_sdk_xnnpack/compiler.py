@@ -10,8 +10,13 @@ the calibration inputs the core captured for this partition (``quantize``).
 The program takes and returns float tensors; quantize/dequantize at its
 boundary run inside the delegate as XNNPACK convert ops.
 
-The blob is the ``.pte`` flatbuffer. ``meta`` carries only what ``init`` and
-the user need to read (counts, the output quantization).
+The blob is the ``.pte`` flatbuffer without its weights: the partition's
+constants are tagged as external, so ``to_executorch`` writes them to a
+``.ptd`` data map that goes in the ``weights.ptd`` section (format v2). The
+artifact stores equal sections once, so the steps of an unrolled RNN, which
+use the same weights, ship them once (as ExecuTorch's own single ``.pte``
+does). ``meta`` carries only what ``init`` and the user need to read (counts,
+the output quantization, the sections the runtime must be given).
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ import dataclasses
 import hashlib
 import logging
 import operator
+import tempfile
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,12 +41,14 @@ from delegate_sdk.errors import ContractError
 from delegate_sdk.types import HOSTED_META, CompiledDelegate, QuantParams
 
 from delegate_sdk_xnnpack import quantize, rewrites
-from delegate_sdk_xnnpack._toolchain import compiler, executorch_version, quiet, runtime_module
+from delegate_sdk_xnnpack._toolchain import compiler, executorch_version, quiet
+from delegate_sdk_xnnpack.runtime import WEIGHTS_SECTION, load_module
 
 log = logging.getLogger(__name__)
 
 BLOB_FORMAT = "executorch-pte/xnnpack"
-BLOB_FORMAT_VERSION = 1
+#: v1: weights inside the .pte; v2: weights in the ``weights.ptd`` section
+BLOB_FORMAT_VERSION = 2
 BACKEND = "xnnpack"
 
 _WEIGHT_KINDS = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
@@ -56,6 +65,8 @@ class Lowered:
     """What the toolchain produced for one partition."""
 
     pte: bytes
+    #: the external data map (``.ptd``) holding the constants, or None when the partition has none
+    weights: bytes | None = None
     op_counts: dict[str, int] = field(default_factory=dict)
     debug_map: dict[str, list[str]] = field(default_factory=dict)
     output_quant: list[QuantParams | None] = field(default_factory=list)
@@ -87,10 +98,11 @@ def compile_partition(program: ExportedProgram, options: dict[str, Any],
         else:
             lowered = _lower_fp32(program)
         lowered.seconds = time.perf_counter() - t0
-        _smoke_load(lowered.pte)
+        _smoke_load(lowered.pte, lowered.weights)
         _CACHE.put(key, lowered)
-        log.info("xnnpack: compiled %d-op partition at %s in %.2fs (%d bytes)",
-                 sum(lowered.op_counts.values()), precision, lowered.seconds, len(lowered.pte))
+        log.info("xnnpack: compiled %d-op partition at %s in %.2fs (%d bytes + %d bytes of weights)",
+                 sum(lowered.op_counts.values()), precision, lowered.seconds, len(lowered.pte),
+                 len(lowered.weights or b""))
 
     meta = {
         "precision": precision,
@@ -99,6 +111,7 @@ def compile_partition(program: ExportedProgram, options: dict[str, Any],
         "n_outputs": len(program.graph_signature.output_specs),
         "compile_seconds": round(lowered.seconds, 3),
         "output_quant": [q.to_json() if q else None for q in lowered.output_quant],
+        "sections": [WEIGHTS_SECTION] if lowered.weights is not None else [],
     }
     return CompiledDelegate(
         blob=lowered.pte,
@@ -109,6 +122,7 @@ def compile_partition(program: ExportedProgram, options: dict[str, Any],
         perf=None,
         debug_map=dict(lowered.debug_map),
         op_counts=dict(lowered.op_counts),
+        sections={WEIGHTS_SECTION: lowered.weights} if lowered.weights is not None else {},
     )
 
 
@@ -282,6 +296,7 @@ def _qdtype_name(dtype: Any) -> str:
 
 def _lower(ep: ExportedProgram, original: ExportedProgram, *, output_quant: list[QuantParams | None]) -> Lowered:
     tc = compiler()
+    _mark_weights_external(ep)
     try:
         with quiet("xnnpack lowering"), _memoized_cia_ops():
             edge = tc.to_edge_transform_and_lower(ep, partitioner=[tc.XnnpackPartitioner()])
@@ -295,11 +310,29 @@ def _lower(ep: ExportedProgram, original: ExportedProgram, *, output_quant: list
     for name, count in portable.items():
         op_counts[f"portable:{name}"] = count
     try:
-        with quiet("xnnpack serialization"):
-            pte = bytes(edge.to_executorch().buffer)
+        with quiet("xnnpack serialization"), tempfile.TemporaryDirectory(prefix="dsdk-xnnpack-") as tmp:
+            et = edge.to_executorch()
+            pte = bytes(et.buffer)
+            et.write_tensor_data_to_file(tmp)
+            files = {f.name: f.read_bytes() for f in Path(tmp).iterdir()}
     except Exception as e:
         raise LoweringError(f"ExecuTorch serialization (to_executorch) failed: {_first_line(e)}") from e
-    return Lowered(pte=pte, op_counts=op_counts, debug_map=debug_map, output_quant=output_quant)
+    unexpected = set(files) - {WEIGHTS_SECTION}
+    if unexpected:
+        raise LoweringError(f"ExecuTorch wrote data files this plugin does not ship: {sorted(unexpected)}")
+    return Lowered(pte=pte, weights=files.get(WEIGHTS_SECTION), op_counts=op_counts, debug_map=debug_map,
+                   output_quant=output_quant)
+
+
+def _mark_weights_external(ep: ExportedProgram) -> None:
+    """Tag every weight for ExecuTorch's external data map: XNNPACK then writes it to ``weights.ptd``, not the .pte.
+
+    Constants the XNNPACK passes create while lowering (folded int8 weights) carry no tag and stay inside.
+    """
+    tag = WEIGHTS_SECTION.removesuffix(".ptd")  # ExecuTorch appends .ptd to the file it writes
+    for node in _weight_placeholders(ep):
+        # a new dict: a shallow graph copy shares the original node's
+        node.meta["custom"] = {**node.meta.get("custom", {}), "delegate_constant_tag": tag}
 
 
 def _check_all_delegated(ep: ExportedProgram, originals: set[str], hosted: set[str]) -> dict[str, int]:
@@ -374,13 +407,11 @@ def _origin_names(n: torch.fx.Node, originals: set[str]) -> list[str]:
     return found
 
 
-def _smoke_load(pte: bytes) -> None:
+def _smoke_load(pte: bytes, weights: bytes | None) -> None:
     """Load the program once: XNNPACK builds its runtime graph at load and rejects what it cannot run then."""
-    rt = runtime_module()
     try:
         with quiet("xnnpack load check"):
-            prog = rt._load_program_from_buffer(pte, program_verification=rt.Verification.InternalConsistency)
-            prog.load_method("forward")
+            load_module(pte, weights)
     except Exception as e:
         raise ContractError(backend=BACKEND, stage="preprocess",
                             detail=f"the XNNPACK runtime rejected the compiled program at load: {_first_line(e)}") from e

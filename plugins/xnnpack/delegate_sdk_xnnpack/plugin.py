@@ -39,7 +39,7 @@ def _info() -> BackendInfo:
         default_precision="fp32",
         blob_format=BLOB_FORMAT,
         blob_format_version=BLOB_FORMAT_VERSION,
-        loadable_format_versions=(1, 1),
+        loadable_format_versions=(1, 2),
         keep_ops=KEEP_OPS,
         options=OPTIONS,
         available=available,
@@ -73,8 +73,8 @@ def preprocess(program: ExportedProgram, options: dict[str, Any],
 
 
 @hookimpl
-def init(blob: bytes, meta: dict[str, Any], options: dict[str, Any]) -> Any:
-    return runtime.load(blob, meta, options)
+def init(blob: bytes, meta: dict[str, Any], options: dict[str, Any], sections: dict[str, bytes]) -> Any:
+    return runtime.load(blob, meta, options, sections)
 
 
 @hookimpl

@@ -1,7 +1,9 @@
 """init / execute / destroy: run a compiled blob (an ExecuTorch program) with the ExecuTorch runtime.
 
 The XNNPACK backend registered in the runtime executes the delegate; the
-program holds nothing else (preprocess checks that), so no portable kernel runs.
+program holds nothing else (preprocess checks that), so no portable kernel runs
+unless the partition has hosted ops. A v2 blob keeps its weights in the
+``weights.ptd`` section (an ExecuTorch data map), loaded beside the program.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from delegate_sdk_xnnpack._toolchain import quiet, runtime_module
 log = logging.getLogger(__name__)
 
 XNNPACK_BACKEND = "XnnpackBackend"
+#: the section holding a blob's constants (ExecuTorch's external data map)
+WEIGHTS_SECTION = "weights.ptd"
 
 
 @dataclass
@@ -24,7 +28,8 @@ class Handle:
     """One loaded program. ``blob`` is kept alive here: the runtime reads the program from that buffer."""
 
     blob: bytes
-    program: Any
+    weights: bytes | None
+    module: Any
     method: Any
     n_outputs: int
     meta: dict[str, Any] = field(default_factory=dict)
@@ -58,18 +63,30 @@ def set_threads(num_threads: int) -> None:
         log.debug("xnnpack: ExecuTorch threadpool now has %d threads", rt._threadpool_get_thread_count())
 
 
-def load(blob: bytes, meta: dict[str, Any], options: dict[str, Any]) -> Handle:
+def load_module(pte: bytes, weights: bytes | None) -> Any:
+    """The ExecuTorch module for a program and its data map; both buffers must outlive it."""
     rt = runtime_module()
+    return rt._load_for_executorch_from_buffer(pte, data_map_buffer=weights,
+                                               program_verification=rt.Verification.InternalConsistency)
+
+
+def load(blob: bytes, meta: dict[str, Any], options: dict[str, Any], sections: dict[str, bytes]) -> Handle:
     set_threads(int(options.get("num_threads", 0) or 0))
     data = bytes(blob)
+    missing = [name for name in meta.get("sections", []) if name not in sections]
+    if missing:
+        # the program references data it does not hold: ExecuTorch would crash on it, not raise
+        raise RuntimeError(f"xnnpack: the blob's section(s) {missing} were not given to init; the artifact is "
+                           "incomplete (re-lower the model)")
+    weights = sections.get(WEIGHTS_SECTION)
     try:
         with quiet("xnnpack program load"):
-            program = rt._load_program_from_buffer(data, program_verification=rt.Verification.InternalConsistency)
-            method = program.load_method("forward")
+            module = load_module(data, weights)
     except Exception as e:
         raise RuntimeError(f"xnnpack: the ExecuTorch runtime could not load the program: {type(e).__name__}: {e}") from e
     n_out = int(meta.get("n_outputs", -1))
-    return Handle(blob=data, program=program, method=method, n_outputs=n_out, meta=dict(meta))
+    return Handle(blob=data, weights=weights, module=module, method=module.forward, n_outputs=n_out,
+                  meta=dict(meta))
 
 
 def run(handle: Handle, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -90,4 +107,4 @@ def run(handle: Handle, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
 
 def release(handle: Handle) -> None:
     handle.method = None
-    handle.program = None
+    handle.module = None

@@ -48,7 +48,7 @@ def lower_and_run(module: torch.nn.Module, args: tuple[torch.Tensor, ...], *, pr
         raise AssertionError(f"expected every node claimed, refused: {claims.refused}")
     opts = {"precision": precision, "num_threads": 0}
     cd = plugin.preprocess(ep, opts, calibration)
-    handle = plugin.init(cd.blob, cd.meta, opts)
+    handle = plugin.init(cd.blob, cd.meta, opts, cd.sections)
     try:
         outs = plugin.execute(handle, list(inputs if inputs is not None else args))
     finally:

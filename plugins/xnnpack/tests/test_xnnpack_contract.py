@@ -97,12 +97,12 @@ def test_num_threads_option_resizes_the_runtime_threadpool():
     ep = capture(nn.Linear(8, 8), (r(2, 8),))
     cd = plugin.preprocess(ep, OPTS, None)
     try:
-        h = plugin.init(cd.blob, cd.meta, {**OPTS, "num_threads": 1})
+        h = plugin.init(cd.blob, cd.meta, {**OPTS, "num_threads": 1}, cd.sections)
         assert rt._threadpool_get_thread_count() == 1
         x = r(2, 8)
         torch.testing.assert_close(plugin.execute(h, [x])[0], ep.module()(x), rtol=1e-5, atol=1e-5)
     finally:
-        h2 = plugin.init(cd.blob, cd.meta, {**OPTS, "num_threads": default})
+        h2 = plugin.init(cd.blob, cd.meta, {**OPTS, "num_threads": default}, cd.sections)
         plugin.destroy(h2)
     assert rt._threadpool_get_thread_count() == default
 
@@ -110,7 +110,8 @@ def test_num_threads_option_resizes_the_runtime_threadpool():
 def test_handles_are_independent_and_reusable():
     ep = capture(nn.Linear(8, 3), (r(2, 8),))
     cd = plugin.preprocess(ep, OPTS, None)
-    h1, h2 = plugin.init(cd.blob, cd.meta, OPTS), plugin.init(bytearray(cd.blob), cd.meta, OPTS)
+    h1 = plugin.init(cd.blob, cd.meta, OPTS, cd.sections)
+    h2 = plugin.init(bytearray(cd.blob), cd.meta, OPTS, cd.sections)
     x = r(2, 8)
     a = plugin.execute(h1, [x])[0]
     b = plugin.execute(h2, [x])[0]
@@ -128,7 +129,7 @@ def test_concurrent_handles_from_threads():
 
     def work(seed: int) -> None:
         try:
-            h = plugin.init(cd.blob, cd.meta, OPTS)
+            h = plugin.init(cd.blob, cd.meta, OPTS, cd.sections)
             g = torch.Generator().manual_seed(seed)
             for _ in range(50):
                 x = torch.randn((4, 16), generator=g)
@@ -193,3 +194,92 @@ def test_core_lower_int8():
     x = r(1, 3, 10, 10)
     err = float((program(x) - net(x)).abs().max())
     assert 0 < err < 0.1 * float(net(x).abs().max())  # quantized (not bit-exact), and close
+
+
+def test_weights_shared_by_partitions_are_stored_once(tmp_path):
+    """An unrolled RNN's steps use the same weights: they travel as one weights.ptd section, stored once."""
+    from delegate_sdk.program import load
+
+    class Steps(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = nn.Linear(32, 32)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for _ in range(3):  # log_softmax falls back: three partitions, each with the cell's weights
+                x = torch.log_softmax(self.cell(x), -1)
+            return x
+
+    reg = Registry(load_entry_points=False, load_env=False)
+    reg.register(plugin, "xnnpack")
+    net, x = Steps().eval(), r(2, 32)
+    program = delegate_sdk.lower(net, (x,), ["xnnpack"], registry=reg)
+    assert len(program.summary().partitions) == 3
+    path = tmp_path / "steps.dsdk"
+    program.save(path)
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        manifest = json.loads(z.read("manifest.json"))
+        stored = {n: z.getinfo(n).file_size for n in z.namelist() if n.startswith("sections/")}
+        blobs = [z.getinfo(n).file_size for n in z.namelist() if n.startswith("blobs/")]
+    shas = {p["sections"]["weights.ptd"] for p in manifest["partitions"]}
+    assert len(shas) == 1 and len(stored) == 1
+    assert next(iter(stored.values())) >= 32 * 32 * 4  # the weights are in the section ...
+    assert max(blobs) < 32 * 32 * 4  # ... and not in the programs
+    torch.testing.assert_close(load(path, registry=reg)(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_missing_weights_section_is_a_clear_error_not_a_crash():
+    ep = capture(nn.Linear(8, 8).eval(), (r(2, 8),))
+    cd = plugin.preprocess(program=ep, options=OPTS, calibration=None)
+    assert set(cd.sections) == {"weights.ptd"} and cd.meta["sections"] == ["weights.ptd"]
+    with pytest.raises(RuntimeError, match=r"section\(s\) \['weights.ptd'\] were not given"):
+        plugin.init(blob=cd.blob, meta=cd.meta, options=OPTS, sections={})
+    h = plugin.init(blob=cd.blob, meta=cd.meta, options=OPTS, sections=cd.sections)
+    assert plugin.execute(handle=h, inputs=[r(2, 8)])[0].shape == (2, 8)
+
+
+def test_inspect_marks_claims_the_shipped_expectations_know_to_be_risky(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from delegate_sdk.cli import main
+    from delegate_sdk.conformance import expectations
+
+    shipped = expectations.parse(expectations.locate(plugin).text)
+    exp_reason = next(e.reason for e in shipped if e.case == "op/exp/edge")
+
+    class ExpThenAdd(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.exp(x) + 1
+
+    report = delegate_sdk.inspect(ExpThenAdd(), (r(2, 8),), ["xnnpack"])
+    by_op = {n.op: n for n in report.nodes}
+    assert by_op["aten.exp.default"].risks == [f"differs from eager PyTorch: {exp_reason} (conformance: op/exp/edge)"]
+    assert by_op["aten.add.Tensor"].risks == []
+    assert [n.op for n in report.risky] == ["aten.exp.default"]
+    assert report.to_json()["nodes"][0]["risks"]
+    (tmp_path / "risky_model.py").write_text(
+        "import torch\n"
+        "class M(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return torch.exp(x) + 1\n"
+        "def make():\n"
+        "    return M(), (torch.randn(2, 8),)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = CliRunner().invoke(main, ["inspect", "risky_model:make", "--backends", "xnnpack"], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    assert "1 delegated node(s) with a known risk" in out.output and "returns 0 for nan" in out.output
+
+
+def test_a_v1_blob_with_its_weights_inside_still_loads():
+    """loadable_format_versions says (1, 2): a .pte written before weights moved to a section must run."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    net, x = nn.Linear(8, 4).eval(), r(2, 8)
+    pte = to_edge_transform_and_lower(torch.export.export(net, (x,)),
+                                      partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    h = plugin.init(blob=bytes(pte), meta={"n_outputs": 1}, options=OPTS, sections={})
+    torch.testing.assert_close(plugin.execute(handle=h, inputs=[x])[0], net(x), rtol=1e-5, atol=1e-5)

@@ -148,7 +148,7 @@ def test_describe():
     info = plugin.describe()
     assert info.available, info.unavailable_reason
     assert info.name == "xnnpack" and info.precisions == ("fp32", "int8") and info.default_precision == "fp32"
-    assert info.blob_format_version == 1 and info.loadable_format_versions == (1, 1)
+    assert info.blob_format_version == 2 and info.loadable_format_versions == (1, 2)  # v2: weights in a section
     assert "aten.linear.default" in info.keep_ops
     assert [o.name for o in info.options] == ["num_threads"]
     assert not any(o.name == "precision" for o in info.options)
