@@ -73,26 +73,35 @@ MODELS: dict[str, Callable[[], tuple[nn.Module, torch.Tensor]]] = {
     "2-layer LSTM 1x16x32 (hidden 64)": lstm}
 
 
-def _lower_ours(model: nn.Module, x: torch.Tensor, hosted: bool) -> tuple[Callable[[], Any], str]:
+Lowered = tuple[Callable[[], Any], str, int]  # call, note, artifact bytes
+
+
+def _lower_ours(model: nn.Module, x: torch.Tensor, hosted: bool) -> Lowered:
+    import tempfile
+    from pathlib import Path
+
     import delegate_sdk
 
     prog = delegate_sdk.lower(model, (x,), ["xnnpack"], hosted_ops=hosted)
     s = prog.summary()
     eager = sorted({f.op.split(".")[1] for f in s.fallback if f.op.count(".") >= 2})
+    with tempfile.TemporaryDirectory() as tmp:
+        prog.save(Path(tmp) / "m.dsdk")
+        size = (Path(tmp) / "m.dsdk").stat().st_size
     return (lambda: prog(x)), (f"{s.nodes_accelerated} accelerated + {s.nodes_hosted} hosted of {s.nodes_total} "
                                f"nodes in {len(s.partitions)} partition(s)"
-                               + (f"; on eager PyTorch: {', '.join(eager)}" if eager else ""))
+                               + (f"; on eager PyTorch: {', '.join(eager)}" if eager else "")), size
 
 
-def lower_ours(model: nn.Module, x: torch.Tensor) -> tuple[Callable[[], Any], str]:
+def lower_ours(model: nn.Module, x: torch.Tensor) -> Lowered:
     return _lower_ours(model, x, hosted=False)
 
 
-def lower_ours_hosted(model: nn.Module, x: torch.Tensor) -> tuple[Callable[[], Any], str]:
+def lower_ours_hosted(model: nn.Module, x: torch.Tensor) -> Lowered:
     return _lower_ours(model, x, hosted=True)
 
 
-def lower_executorch(model: nn.Module, x: torch.Tensor) -> tuple[Callable[[], Any], str]:
+def lower_executorch(model: nn.Module, x: torch.Tensor) -> Lowered:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     from executorch.runtime import Runtime
@@ -114,10 +123,10 @@ def lower_executorch(model: nn.Module, x: torch.Tensor) -> tuple[Callable[[], An
         _ = (pte, program)
         return method.execute([x])
 
-    return call, note
+    return call, note, len(pte)
 
 
-LOWER: dict[str, Callable[[nn.Module, torch.Tensor], tuple[Callable[[], Any], str]]] = {
+LOWER: dict[str, Callable[[nn.Module, torch.Tensor], Lowered]] = {
     "delegate-sdk": lower_ours, "delegate-sdk hosted": lower_ours_hosted, "executorch": lower_executorch}
 
 
@@ -130,7 +139,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed lowerings per path and model")
     ap.add_argument("--calls", type=int, default=500, help="calls per latency round")
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=170)
     torch.manual_seed(0)
     table = Table(title="XNNPACK fp32: delegate-sdk (hosted ops off / on) vs ExecuTorch's "
                         "to_edge_transform_and_lower (baseline)")
@@ -145,9 +154,10 @@ def main() -> None:
         first: dict[str, float] = {}
         lowering: dict[str, list[float]] = {}
         err: dict[str, float] = {}
+        size: dict[str, int] = {}
         for path, lower in LOWER.items():
             t0 = time.perf_counter()
-            runs[path], note = lower(model, x)
+            runs[path], note, size[path] = lower(model, x)
             first[path] = time.perf_counter() - t0
             notes.append(f"{name} / {path}: {note}")
             err[path] = float((first_output(runs[path]()) - eager).abs().max())
@@ -175,6 +185,9 @@ def main() -> None:
                       f"{first[et]:.2f}")
         table.add_row("", "per call (us)", f"{best[ours] * 1e6:.1f}", f"{best[ours] / best[et]:.2f}x",
                       f"{best[hosted] * 1e6:.1f}", f"{best[hosted] / best[et]:.2f}x", f"{best[et] * 1e6:.1f}")
+        table.add_row("", "artifact (KB; .pte for executorch)", f"{size[ours] / 1e3:.0f}",
+                      f"{size[ours] / size[et]:.2f}x", f"{size[hosted] / 1e3:.0f}", f"{size[hosted] / size[et]:.2f}x",
+                      f"{size[et] / 1e3:.0f}")
         table.add_row("", "max |out - eager|", f"{err[ours]:.2e}", "", f"{err[hosted]:.2e}", "", f"{err[et]:.2e}")
     console.print(table)
     for n in notes:

@@ -67,6 +67,9 @@ option_opt = click.option("--option", "options", multiple=True, metavar="BACKEND
                           help="A plugin option, e.g. --option qnn.soc_model=69 (repeatable).")
 skip_ops_opt = click.option("--skip-ops", default="", metavar="OPS",
                             help="Comma-separated ops never to delegate (aten.add.Tensor or add).")
+skip_nodes_opt = click.option("--skip-nodes", default="", metavar="NODES",
+                              help="Comma-separated node names or module paths (encoder.layer.1) whose nodes "
+                                   "stay on eager PyTorch.")
 min_size_opt = click.option("--min-partition-size", default=1, show_default=True, type=click.IntRange(1),
                             help="Partitions with fewer nodes run on eager PyTorch.")
 hosted_opt = click.option("--hosted-ops", is_flag=True,
@@ -105,13 +108,14 @@ def plugins(as_json: bool) -> None:
                    "xnnpack:int8,xnnpack:fp32.")
 @option_opt
 @skip_ops_opt
+@skip_nodes_opt
 @min_size_opt
 @hosted_opt
 @click.option("--estimate", is_flag=True, help="Also compile each partition to show the toolchain's "
                                                "cycle/memory estimate where the plugin gives one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def inspect_cmd(model: str, backends: str, options: tuple[str, ...], skip_ops: str, min_partition_size: int,
-                hosted_ops: bool, estimate: bool, as_json: bool) -> None:
+def inspect_cmd(model: str, backends: str, options: tuple[str, ...], skip_ops: str, skip_nodes: str,
+                min_partition_size: int, hosted_ops: bool, estimate: bool, as_json: bool) -> None:
     """Show which backend would take which node of MODEL, and why not for the rest.
 
     MODEL is a .pt2 file (torch.export.save) or package.module:callable returning
@@ -125,6 +129,7 @@ def inspect_cmd(model: str, backends: str, options: tuple[str, ...], skip_ops: s
     report = lw.inspect(mod, inputs, _backends_arg(backends), options=_options(options), dynamic_shapes=dyn,
                         example_kwargs=ref.kwargs or None,
                         skip_ops=[s for s in skip_ops.split(",") if s], min_partition_size=min_partition_size,
+                        skip_nodes=[s.strip() for s in skip_nodes.split(",") if s.strip()],
                         estimate=estimate, hosted_ops=hosted_ops)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
@@ -193,10 +198,11 @@ def _ops_short(ops: list[str]) -> str:
               help="A .npz or .pt file of calibration samples (see `run --inputs`), one sample per leading index.")
 @click.option("--strict", is_flag=True, help="Fail if any node would run on eager PyTorch.")
 @skip_ops_opt
+@skip_nodes_opt
 @min_size_opt
 @hosted_opt
 def lower(model: str, backends: str, output: str, options: tuple[str, ...], calibration_samples: int,
-          calibration_file: str | None, strict: bool, skip_ops: str, min_partition_size: int,
+          calibration_file: str | None, strict: bool, skip_ops: str, skip_nodes: str, min_partition_size: int,
           hosted_ops: bool) -> None:
     """Lower MODEL onto BACKENDS and write a single-file artifact."""
     import delegate_sdk.lowering as lw
@@ -215,6 +221,7 @@ def lower(model: str, backends: str, output: str, options: tuple[str, ...], cali
     t0 = time.perf_counter()
     prog = lw.lower(mod, inputs, _backends_arg(backends), options=_options(options), calibration=calib,
                     dynamic_shapes=dyn, strict=strict, skip_ops=[s for s in skip_ops.split(",") if s],
+                    skip_nodes=[s.strip() for s in skip_nodes.split(",") if s.strip()],
                     min_partition_size=min_partition_size, hosted_ops=hosted_ops, example_kwargs=ref.kwargs or None)
     prog.save(output)
     s = prog.summary()
@@ -284,9 +291,12 @@ def _read_inputs(path: str) -> list[Any]:
 @click.option("--check", "check_model", metavar="MODEL", help="Also run MODEL on eager PyTorch and compare.")
 @click.option("--repeat", default=10, show_default=True, type=click.IntRange(1), help="Timed calls.")
 @click.option("--seed", default=0, show_default=True, help="Seed for random inputs.")
+@click.option("--per-layer", is_flag=True,
+              help="With --check: each partition's error in the run and alone (fed eager PyTorch's values at its "
+                   "inputs), and the modules it comes from.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def run(artifact: str, inputs_file: str | None, check_model: str | None, repeat: int, seed: int,
-        as_json: bool) -> None:
+        per_layer: bool, as_json: bool) -> None:
     """Load ARTIFACT, run it, time it, and optionally compare with eager PyTorch."""
     import torch
     import torch.utils._pytree as pytree
@@ -294,6 +304,8 @@ def run(artifact: str, inputs_file: str | None, check_model: str | None, repeat:
     import delegate_sdk
     from delegate_sdk.metrics import compare
 
+    if per_layer and not check_model:
+        raise UsageError("--per-layer compares with eager PyTorch: give the model with --check MODEL")
     prog = delegate_sdk.load(artifact)
     if inputs_file:
         args, kwargs = _call_from_tensors(_read_inputs(inputs_file), prog.input_specs, prog._in_spec)
@@ -317,10 +329,17 @@ def run(artifact: str, inputs_file: str | None, check_model: str | None, repeat:
         model_ref = load_model_ref(check_model)
         ref = model_ref.call(*args, **kwargs)
         result["check"] = [m.to_json() for m in compare(flat, pytree.tree_leaves(ref))]
+        model_ep = None
+        if prog.model_fingerprint or per_layer:
+            model_ep = export(model_ref.model, model_ref.args, example_kwargs=model_ref.kwargs,
+                              dynamic_shapes=model_ref.dynamic_shapes)
         if prog.model_fingerprint:
-            fp = model_fingerprint(export(model_ref.model, model_ref.args, example_kwargs=model_ref.kwargs,
-                                          dynamic_shapes=model_ref.dynamic_shapes))
-            result["same_model"] = fp == prog.model_fingerprint
+            result["same_model"] = model_fingerprint(model_ep) == prog.model_fingerprint
+        if per_layer:
+            from delegate_sdk.layers import partition_errors
+
+            layers = partition_errors(prog, prog.source_of(model_ep), [(args, kwargs)])
+            result["per_layer"] = layers.to_json()
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -340,6 +359,10 @@ def run(artifact: str, inputs_file: str | None, check_model: str | None, repeat:
             t.add_row(str(k), f"{m['max_abs_err']:.3g}", f"{m['max_rel_err']:.3g}",
                       "inf" if m["sqnr_db"] is None else f"{m['sqnr_db']:.1f}", m["note"] or "")
         console.print(t)
+        if per_layer:
+            _print_layers(layers, artifact)
+            console.print("per module, and which modules to keep off the backends for an SQNR target: "
+                          "delegate-sdk compare MODEL --per-layer", highlight=False)
 
 
 @main.command(name="compare")
@@ -361,10 +384,13 @@ def run(artifact: str, inputs_file: str | None, check_model: str | None, repeat:
 @hosted_opt
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write report.json, report.md and report.html (self-contained, with charts) here.")
+@click.option("--per-layer", is_flag=True,
+              help="Also show where the error of the recommended configuration comes from: per partition and per "
+                   "module, and which modules to keep off the backends to reach --min-sqnr.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 def compare_cmd(model: str, backends: str, precisions: tuple[str, ...], orders: str, options: tuple[str, ...],
                 calibration_samples: int, eval_samples: int, calls: int, min_sqnr: float, hosted_ops: bool,
-                report_dir: Path | None, as_json: bool) -> None:
+                report_dir: Path | None, per_layer: bool, as_json: bool) -> None:
     """Lower MODEL onto each backend (and precision, and priority order) and compare coverage, accuracy against
     eager PyTorch and latency in one table, with a recommendation.
 
@@ -404,7 +430,7 @@ def compare_cmd(model: str, backends: str, precisions: tuple[str, ...], orders: 
                          dynamic_shapes=ref.dynamic_shapes, options=_options(options),
                          calibration=calibration_samples, eval_inputs=eval_samples, calls=calls,
                          policy=Policy(min_sqnr_db=min_sqnr), hosted_ops=hosted_ops, name=model,
-                         on_progress=on_progress, registry=reg)
+                         on_progress=on_progress, registry=reg, per_layer=per_layer)
     paths = result.write_reports(report_dir) if report_dir is not None else None
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
@@ -429,8 +455,32 @@ def compare_cmd(model: str, backends: str, precisions: tuple[str, ...], orders: 
     console.print(t)
     console.print(f"[bold]recommendation:[/] {result.recommendation.config or 'none'} "
                   f"({result.policy.describe()}): {result.recommendation.reason}", soft_wrap=True)
+    if result.per_layer is not None:
+        _print_layers(result.per_layer, result.per_layer_config)
     if paths:
         console.print(f"reports: {paths['json']}, {paths['md']}, {paths['html']}")
+
+
+def _print_layers(rep: Any, config: str) -> None:
+    from delegate_sdk.comparison import _db
+
+    t = Table(title=f"{config}: where the error comes from (model output {_db(rep.sqnr_db)})")
+    for col in ("partition", "backend", "nodes", "modules", "SQNR in the run", "SQNR alone"):
+        t.add_column(col, overflow="fold")
+    for p in rep.partitions:
+        t.add_row(p.partition, p.backend, str(p.nodes), ", ".join(p.modules), _db(p.sqnr_db), _db(p.local_sqnr_db))
+    console.print(t)
+    if rep.modules:
+        t2 = Table(title="per module (partitions cut where modules meet), worst first")
+        for col in ("module", "delegated nodes", "SQNR alone"):
+            t2.add_column(col)
+        for m in rep.modules:
+            t2.add_row(m.module, str(m.nodes), _db(m.local_sqnr_db))
+        console.print(t2)
+    if rep.target_db is not None and rep.skip:
+        console.print(f"to reach {rep.target_db:g} dB keep {', '.join(rep.skip)} off the backends "
+                      f"(--skip-nodes {','.join(rep.skip)}): {_db(rep.skip_sqnr_db)}"
+                      + ("" if rep.target_met else " [yellow](not enough)[/yellow]"), soft_wrap=True)
 
 
 @main.command(name="new-plugin")

@@ -32,6 +32,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from delegate_sdk.errors import UsageError, brief
+from delegate_sdk.layers import LayerReport
 
 SCHEMA = "delegate-sdk/comparison/v1"
 
@@ -199,6 +200,9 @@ class Comparison:
     eval_samples: int
     calls: int
     outputs: list[str] = field(default_factory=list)
+    #: where the error of one configuration comes from (``compare(per_layer=True)``), and which it is
+    per_layer: LayerReport | None = None
+    per_layer_config: str = ""
 
     def result(self, label: str) -> ConfigResult:
         for r in self.results:
@@ -215,7 +219,9 @@ class Comparison:
                 "outputs": self.outputs, "eager_latency_ms": self.eager_latency_ms,
                 "policy": {"min_sqnr_db": self.policy.min_sqnr_db, "min_top1": self.policy.min_top1,
                            "description": self.policy.describe()},
-                "recommendation": self.recommendation.to_json(), "results": [r.to_json() for r in self.results]}
+                "recommendation": self.recommendation.to_json(), "results": [r.to_json() for r in self.results],
+                "per_layer": ({"config": self.per_layer_config, **self.per_layer.to_json()}
+                              if self.per_layer is not None else None)}
 
     def to_markdown(self) -> str:
         lines = [f"# Comparison: {self.model}", "",
@@ -241,11 +247,17 @@ class Comparison:
         for r in self.results:
             if r.ok and r.refusals:
                 lines.append(f"- `{r.label}`: " + "; ".join(f"{b} {c} x{n} ({_md(m)})" for b, c, n, m in r.refusals))
+        if self.per_layer is not None:
+            lines += ["", f"## Where the error of `{self.per_layer_config}` comes from", "", *_layers_md(self.per_layer)]
         return "\n".join(lines) + "\n"
 
     def to_html(self) -> str:
         """One self-contained page (charts inline as SVG; nothing to fetch)."""
         svg = _chart(self)
+        layers = ""
+        if self.per_layer is not None:
+            layers = (f"<h2>Where the error of {html.escape(self.per_layer_config)} comes from</h2>"
+                      f"{_layers_chart(self.per_layer)}<pre>{html.escape(chr(10).join(_layers_md(self.per_layer)))}</pre>")
         rows = []
         for r in self.results:
             cells = [r.label]
@@ -274,7 +286,8 @@ tr.pick{{background:#e6f4ea}}</style></head><body>
 {svg}
 <table><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>
 {"".join(rows)}
-</table></body></html>
+</table>
+{layers}</body></html>
 """
 
     def write_reports(self, directory: Path) -> dict[str, Path]:
@@ -330,7 +343,8 @@ def compare(model: Any, example_inputs: Any, configs: Sequence[Config | str] | N
             dynamic_shapes: Any = None, options: dict[str, dict[str, Any]] | None = None,
             calibration: int | list[Any] = 8, eval_inputs: int | list[Any] = 4, calls: int = 20,
             policy: Policy | None = None, hosted_ops: bool = False, name: str = "",
-            on_progress: Callable[[str, int, int], None] | None = None, registry: Any = None) -> Comparison:
+            on_progress: Callable[[str, int, int], None] | None = None, registry: Any = None,
+            per_layer: bool = False) -> Comparison:
     """Lower ``model`` every way in ``configs`` (default: each available backend at its default precision) and
     compare the results on the same held-out inputs.
 
@@ -338,6 +352,9 @@ def compare(model: Any, example_inputs: Any, configs: Sequence[Config | str] | N
     or a list of calls (each the positional arguments, a dict of keyword arguments, or an ``(args, kwargs)``
     pair). ``options``: extra plugin options per backend, for every configuration it appears in.
     ``on_progress(label, done, total)`` is called before each configuration and once at the end.
+    ``per_layer``: also localise the error of the recommended configuration (without one, of the one that
+    delegates most MACs) by partition and module, with the fewest modules to keep off the backends to reach
+    the policy's SQNR (:func:`delegate_sdk.layers.localise`).
     """
     from delegate_sdk.capture import as_args, capture
     from delegate_sdk.lowering import _in_spec, lower
@@ -388,10 +405,26 @@ def compare(model: Any, example_inputs: Any, configs: Sequence[Config | str] | N
             on_progress(cfg.label, k, len(cfgs))
         results.append(_run_config(cfg, model, example_inputs, example_kwargs, dynamic_shapes, options, calib, evals,
                                    refs, out_paths, calls, hosted_ops, registry, lower))
+    choice = policy.choose(results)
+    out = Comparison(name or type(eager_mod).__name__, results, eager_lat, policy, choice, len(evals), calls,
+                     out_paths)
+    ok = [r for r in results if r.ok]
+    if per_layer and ok:
+        from delegate_sdk.layers import localise
+
+        pick = out.recommended or max(ok, key=lambda r: (r.macs_fraction, r.sqnr_db or math.inf))
+        if on_progress:
+            on_progress(f"per-layer: {pick.label}", len(cfgs), len(cfgs) + 1)
+        opts = {b: {k: v for k, v in o.items() if k != "precision"} for b, o in (options or {}).items()
+                if b in pick.config.backends}
+        out.per_layer = localise(model, example_inputs, [f"{b}:{p}" for b, p in pick.config.entries],
+                                 eval_inputs=evals, example_kwargs=example_kwargs, target_db=policy.min_sqnr_db,
+                                 options=opts, calibration=calib, dynamic_shapes=dynamic_shapes,
+                                 hosted_ops=hosted_ops, registry=registry, on_compile_error="fallback")
+        out.per_layer_config = pick.label
     if on_progress:
         on_progress("", len(cfgs), len(cfgs))
-    return Comparison(name or type(eager_mod).__name__, results, eager_lat, policy, policy.choose(results),
-                      len(evals), calls, out_paths)
+    return out
 
 
 def _run_config(cfg: Config, model: Any, example_inputs: Any, example_kwargs: Any, dynamic_shapes: Any,
@@ -538,6 +571,51 @@ def _chart(c: Comparison) -> str:
     ax2.set_xlabel("MACs delegated (%)")
     ax2.set_xlim(0, 100)
     ax2.set_title("coverage")
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.find("<svg"):]
+
+
+def _layers_md(rep: LayerReport) -> list[str]:
+    lines = [f"Model output SQNR {_db(rep.sqnr_db)}. Per partition: its outputs in the lowered run, and the "
+             "partition alone on eager PyTorch's values at its inputs (the error it adds itself).", "",
+             "| partition | backend | nodes | modules | SQNR in the run | SQNR alone |", "| --- | --- | ---: | --- | ---: | ---: |"]
+    for p in rep.partitions:
+        lines.append(f"| {p.partition} | {p.backend} | {p.nodes} | {_md(', '.join(p.modules))} | {_db(p.sqnr_db)} | "
+                     f"{_db(p.local_sqnr_db)} |")
+    if rep.modules:
+        lines += ["", "Per module (partitions cut where modules meet; worst first):", "",
+                  "| module | delegated nodes | SQNR alone |", "| --- | ---: | ---: |"]
+        lines += [f"| `{m.module}` | {m.nodes} | {_db(m.local_sqnr_db)} |" for m in rep.modules]
+    if rep.target_db is not None:
+        if rep.skip:
+            lines += ["", f"To reach {rep.target_db:g} dB: keep {', '.join(f'`{m}`' for m in rep.skip)} off the "
+                      f"backends (`skip_nodes`): {_db(rep.skip_sqnr_db)}"
+                      + ("" if rep.target_met else " (not enough: the target is not met)") + "."]
+        elif rep.target_met:
+            lines += ["", f"The target {rep.target_db:g} dB is met as lowered."]
+    return lines
+
+
+def _layers_chart(rep: LayerReport) -> str:
+    """Each module's own error (SQNR alone, dB), worst at the top, as inline SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    rows = rep.modules or []
+    labels = [m.module for m in rows] or [p.partition for p in rep.partitions]
+    values = ([m.local_sqnr_db for m in rows] if rows else [p.local_sqnr_db for p in rep.partitions])
+    fig, ax = plt.subplots(figsize=(8, 0.35 * max(4, len(labels)) + 1))
+    ax.barh(labels[::-1], [120.0 if v is None else v for v in values[::-1]])
+    if rep.target_db is not None:
+        ax.axvline(rep.target_db, linestyle="--", linewidth=0.8, color="grey")
+    ax.set_xlabel("SQNR of its own outputs vs eager (dB; exact drawn at 120; dashed: target)")
+    ax.set_title("per-layer error" + (" (modules)" if rows else " (partitions)"))
     fig.tight_layout()
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})

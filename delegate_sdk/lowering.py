@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
+from delegate_sdk import module_paths
 from delegate_sdk.capture import as_args, decompose, export, model_fingerprint
 from delegate_sdk.errors import ContractError, FallbackError, InputError, PluginError, UsageError
 from delegate_sdk.graph_ir import build_outer_graph
@@ -24,7 +25,7 @@ from delegate_sdk.program import CompileFailure, FallbackNode, Program, _Parts
 from delegate_sdk.registry import Backend, Registry, default_registry
 from delegate_sdk.runtime import DelegateRecord
 from delegate_sdk.signature import flat_spec, flatten_call, input_signature
-from delegate_sdk.subgraph import Subgraph, build_dep_graph, extract
+from delegate_sdk.subgraph import Subgraph, build_dep_graph, compute_nodes, extract
 from delegate_sdk.support import op_name
 from delegate_sdk.types import Claims, CompiledDelegate, ReasonCode, Refusal, TensorSpec
 
@@ -80,6 +81,8 @@ class _Session:
     fingerprint: str = ""
     #: the model as exported, before decomposition (reused when a lowering is planned again)
     exported: ExportedProgram | None = None
+    #: the ops left whole in the decomposition the partitions were cut from
+    keep_ops: tuple[str, ...] = ()
 
 
 def _hosting(hosted_ops: bool | Iterable[str], entries: list[Entry], infos: list[Any]) -> set[str]:
@@ -124,7 +127,7 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
              min_partition_size: int, hosted_ops: bool | Iterable[str] = False,
              example_kwargs: dict[str, Any] | None = None,
              failed: dict[str, dict[str, str]] | None = None, min_benefit: bool = True,
-             exported: ExportedProgram | None = None) -> _Session:
+             exported: ExportedProgram | None = None, cut_at_modules: Sequence[str] = ()) -> _Session:
     """Capture and partition. ``failed``: backend -> {node: why} of partitions that backend failed to compile
     in an earlier attempt (fallback mode): those nodes count as refused by it."""
     failed = failed or {}
@@ -143,10 +146,16 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
     raw = exported if exported is not None else export(model, example_inputs, dynamic_shapes=dynamic_shapes,
                                                         example_kwargs=example_kwargs)
 
-    def attempt(keep: set[str]) -> tuple[ExportedProgram, PartitionPlan, dict[str, torch.fx.Node]]:
+    def attempt(keep: set[str], first: bool = False) -> tuple[ExportedProgram, PartitionPlan,
+                                                               dict[str, torch.fx.Node]]:
         ep = decompose(raw, keep)
         _reject_mutations(ep)
-        dep, nodes = build_dep_graph(ep, skip_ops=skip_ops, skip_nodes=skip_nodes)
+        # a skip entry is a node name or a module path; one unknown in the first plan is a typo, while a node
+        # name can vanish from a trial that decomposes an op
+        skip, unknown = module_paths.resolve(compute_nodes(ep), skip_nodes)
+        if unknown and first:
+            raise UsageError(module_paths.unknown_message(compute_nodes(ep), unknown))
+        dep, nodes = build_dep_graph(ep, skip_ops=skip_ops, skip_nodes=skip)
         by_name = {n.name: n for n in nodes}
 
         def claim(backend_name: str, candidates: list[str]) -> Any:
@@ -162,10 +171,12 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
             return _without_failed(result, failed.get(backend_name, {}), backend_name)
 
         plan = plan_partitions(dep, names, claim, min_partition_size=min_partition_size, hosting=hosting)
+        if cut_at_modules:
+            plan = _cut_at_modules(plan, by_name, cut_at_modules)
         return ep, _drop_trivial(plan, ep, by_name) if min_benefit else plan, by_name
 
     keep = {op for info in infos for op in info.keep_ops}
-    ep, plan, by_name = attempt(keep)
+    ep, plan, by_name = attempt(keep, first=True)
     # An op kept whole for a lower-priority backend hides its pieces from the backends before it (nn.Linear
     # kept for xnnpack is one node qnn refuses; decomposed, qnn takes its addmm): decompose it when that
     # gives fewer partitions (then fewer nodes left on eager PyTorch)
@@ -181,7 +192,7 @@ def _prepare(model: Any, example_inputs: Any, backends: list[str], options: dict
         log.warning("%d partitions: each is one delegate call per run (~25 us through a runtime); consider "
                     "hosted_ops=True, min_partition_size, or another backend order", len(plan.partitions))
     example = _leaves(ep, example_inputs, example_kwargs)
-    return _Session(ep, serving, opts, plan, by_name, example, model_fingerprint(raw), raw)
+    return _Session(ep, serving, opts, plan, by_name, example, model_fingerprint(raw), raw, tuple(sorted(keep)))
 
 
 def _without_failed(claims: Any, failed: dict[str, str], backend: str) -> Any:
@@ -236,6 +247,36 @@ def _drop_trivial(plan: PartitionPlan, ep: ExportedProgram, by_name: dict[str, t
     renamed = [Partition(f"p{k}", p.backend, p.nodes, p.hosted) for k, p in enumerate(kept)]
     placement = {n: p.id for p in renamed for n in p.nodes}
     return PartitionPlan(renamed, {n: r for n, r in fallback.items() if n not in placement}, placement)
+
+
+def _cut_at_modules(plan: PartitionPlan, by_name: dict[str, torch.fx.Node], modules: Sequence[str]) -> PartitionPlan:
+    """Each partition split where its nodes pass from one of ``modules`` to another (or to none), so that a
+    module's boundary is a partition boundary. Runs of a topological order stay acyclic: a path from a later
+    run back to an earlier one would have left and re-entered the partition, which no partition allows."""
+    from delegate_sdk.partition import Partition
+
+    wanted = set(modules)
+    pos = {name: k for k, name in enumerate(by_name)}
+
+    def color(name: str) -> str:
+        node = by_name[name]
+        while node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node):
+            node = node.args[0]  # a getitem goes with its producer
+        return next((p for p in module_paths.module_stack(node) if p in wanted), "")
+
+    pieces: list[tuple[str, list[str], list[str]]] = []
+    for p in plan.partitions:
+        runs: list[tuple[str, list[str]]] = []
+        for n in sorted(p.nodes, key=pos.__getitem__):
+            c = color(n)
+            if runs and runs[-1][0] == c:
+                runs[-1][1].append(n)
+            else:
+                runs.append((c, [n]))
+        pieces += [(p.backend, ns, [h for h in p.hosted if h in set(ns)]) for _, ns in runs]
+    pieces.sort(key=lambda t: pos[t[1][0]])
+    parts = [Partition(f"p{k}", b, ns, hs) for k, (b, ns, hs) in enumerate(pieces)]
+    return PartitionPlan(parts, dict(plan.fallback), {n: p.id for p in parts for n in p.nodes})
 
 
 def _plan_cost(plan: PartitionPlan) -> tuple[int, int]:
@@ -344,7 +385,8 @@ def lower(model: Any, example_inputs: Any, backends: list[str], *,
           strict: bool = False, skip_ops: Iterable[str] = (), skip_nodes: Iterable[str] = (),
           min_partition_size: int = 1, registry: Registry | None = None,
           hosted_ops: bool | Iterable[str] = False, example_kwargs: dict[str, Any] | None = None,
-          on_compile_error: str | None = None, min_benefit: bool = True) -> Program:
+          on_compile_error: str | None = None, min_benefit: bool = True,
+          cut_at_modules: Sequence[str] = ()) -> Program:
     """Capture, partition and compile; see :func:`delegate_sdk.lower`.
 
     ``on_compile_error``: ``"raise"`` (a partition its backend fails to compile fails the lowering) or
@@ -352,7 +394,9 @@ def lower(model: Any, example_inputs: Any, backends: list[str], *,
     next backend or eager PyTorch). The default is ``"fallback"`` for a list of several backends and
     ``"raise"`` for one (what a vendor certifying one plugin wants to see). ``min_benefit``: leave to eager
     PyTorch a partition that would only compute a constant or move data through one or two views
-    (``ReasonCode.TRIVIAL``); conformance turns it off, since there the single op is what is tested."""
+    (``ReasonCode.TRIVIAL``); conformance turns it off, since there the single op is what is tested.
+    ``cut_at_modules``: module paths whose boundaries must be partition boundaries (per-layer localisation
+    measures each module's error that way; ``delegate_sdk.layers``)."""
     registry = registry or default_registry()
     mode = on_compile_error or ("fallback" if len(parse_entries(backends)) > 1 else "raise")
     if mode not in ("raise", "fallback"):
@@ -363,7 +407,7 @@ def lower(model: Any, example_inputs: Any, backends: list[str], *,
     exported: ExportedProgram | None = None
     while True:  # after a compile failure: plan again (export once, compile only what is new)
         s = _prepare(model, example_inputs, backends, options, dynamic_shapes, registry, skip_ops, skip_nodes,
-                     min_partition_size, hosted_ops, example_kwargs, failed, min_benefit, exported)
+                     min_partition_size, hosted_ops, example_kwargs, failed, min_benefit, exported, cut_at_modules)
         exported = s.exported
         if strict:
             _check_strict(s)
@@ -550,6 +594,7 @@ def _assemble(s: _Session, compiled: dict[str, tuple[CompiledDelegate, Subgraph]
             [_tensor_spec(all_nodes[i]) for i in sub.inputs], [_tensor_spec(all_nodes[o]) for o in sub.outputs],
             hosted=list(p.hosted))
         rec.macs = sum(node_macs(s.nodes[n]) for n in p.nodes if n in s.nodes and n not in set(p.hosted))
+        rec.input_nodes, rec.output_nodes = list(sub.inputs), list(sub.outputs)
         records.append(rec)
         blobs.append(bytes(cd.blob))
         sections.append({name: pool.setdefault(rec.sections[name], bytes(data)) for name, data in cd.sections.items()})
@@ -569,8 +614,8 @@ def _assemble(s: _Session, compiled: dict[str, tuple[CompiledDelegate, Subgraph]
                    _storable_spec(ep.call_spec.out_spec), _fallback_nodes(s),
                    s.plan.nodes_total - sum(1 for r in s.plan.fallback.values() if _is_host(r)),
                    in_spec=_storable_in_spec(_in_spec(ep)), macs_total=sum(node_macs(n) for n in s.nodes.values()),
-                   model_sha256=s.fingerprint, sections=sections)
-    return Program(parts, registry, {pid: sg.program for pid, sg in subgraphs.items()})
+                   model_sha256=s.fingerprint, sections=sections, keep_ops=list(s.keep_ops))
+    return Program(parts, registry, {pid: sg.program for pid, sg in subgraphs.items()}, source=ep)
 
 
 def _storable_spec(spec: pytree.TreeSpec) -> str:

@@ -135,6 +135,8 @@ class _Parts:
     compile_failures: list[CompileFailure] = field(default_factory=list)
     #: per partition, its blob's named sections (equal contents are one bytes object)
     sections: list[dict[str, bytes]] = field(default_factory=list)
+    #: the ops left whole when the model was decomposed (to cut the same nodes from it again)
+    keep_ops: list[str] = field(default_factory=list)
 
     def sections_of(self, k: int) -> dict[str, bytes]:
         return self.sections[k] if k < len(self.sections) else {}
@@ -144,8 +146,10 @@ class Program:
     """A model lowered onto one or more backends. Call it like the model."""
 
     def __init__(self, parts: _Parts, registry: Registry | None = None,
-                 subprograms: dict[str, ExportedProgram] | None = None):
+                 subprograms: dict[str, ExportedProgram] | None = None, source: ExportedProgram | None = None):
         self._parts = parts
+        #: the decomposed model the partitions were cut from (only in the process that lowered it)
+        self.source = source
         self._registry = registry or default_registry()
         self._subprograms = subprograms or {}
         self._out_spec = pytree.treespec_loads(parts.out_spec)
@@ -189,6 +193,17 @@ class Program:
         """Flat outputs plus every delegate call of this run, in order, each with a copy of its inputs from
         just before the call (conformance checks that plugins neither modify inputs nor reuse outputs)."""
         return self._runtime.trace_calls(self.flatten_inputs(*args, **kwargs))
+
+    def source_of(self, model_ep: ExportedProgram) -> ExportedProgram:
+        """``model_ep`` (the model exported again) decomposed as this program's partitions were cut from it."""
+        from delegate_sdk.capture import decompose
+
+        return decompose(model_ep, set(self._parts.keep_ops))
+
+    def run_partition(self, partition_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Run one delegate alone on the given inputs (e.g. eager PyTorch's values at its boundary, to see
+        the error it adds by itself)."""
+        return self._runtime.delegates[self._index(partition_id)](list(inputs))
 
     def reference(self, partition_id: str, inputs: list[torch.Tensor]) -> list[torch.Tensor] | None:
         """The plugin's trusted CPU reference for a partition (``reference_execute``), if it has one."""
@@ -257,7 +272,7 @@ class Program:
             "plugins": {rec.backend: rec.plugin_version for rec in p.records},
             "inputs": [s.to_json() for s in p.inputs], "out_spec": p.out_spec, "in_spec": p.in_spec,
             "nodes_total": p.nodes_total, "macs_total": p.macs_total, "model_sha256": p.model_sha256,
-            "compile_failures": [c.to_json() for c in p.compile_failures],
+            "compile_failures": [c.to_json() for c in p.compile_failures], "keep_ops": p.keep_ops,
             "partitions": [rec.to_json() for rec in p.records],
             "fallback": [f.to_json() for f in p.fallback],
             "weights": weights_index,
@@ -374,6 +389,7 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Prog
         nodes_total = int(manifest.get("nodes_total", 0))
         model_sha256 = str(manifest.get("model_sha256", ""))
         compile_failures = [CompileFailure.from_json(c) for c in manifest.get("compile_failures", [])]
+        keep_ops = [str(k) for k in manifest.get("keep_ops", [])]
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactCorruptError(f"{path}: manifest is malformed ({type(e).__name__}: {e})") from None
     for rec in records:
@@ -387,7 +403,7 @@ def load(path: str | os.PathLike[str], registry: Registry | None = None) -> Prog
                                    f"{e})") from None
     parts = _Parts(graph, records, blobs, weights, inputs, out_spec, fallback, nodes_total, in_spec=in_spec,
                    macs_total=macs_total, model_sha256=model_sha256, compile_failures=compile_failures,
-                   sections=sections)
+                   sections=sections, keep_ops=keep_ops)
     return Program(parts, registry)
 
 

@@ -46,6 +46,9 @@ class DelegateRecord:
     macs: int = 0
     #: the blob's named sections: name -> SHA-256 of the content (stored once per artifact under that hash)
     sections: dict[str, str] = field(default_factory=dict)
+    #: the model's nodes whose values cross into / out of the partition, in call order ([] before they were kept)
+    input_nodes: list[str] = field(default_factory=list)
+    output_nodes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +60,7 @@ class DelegateRecord:
             "perf": self.perf.to_json() if self.perf else None, "op_counts": self.op_counts,
             "debug_map": self.debug_map, "blob_sha256": self.blob_sha256, "blob_size": self.blob_size,
             "hosted": self.hosted, "macs": self.macs, "sections": self.sections,
+            "input_nodes": self.input_nodes, "output_nodes": self.output_nodes,
         }
 
     @classmethod
@@ -70,6 +74,7 @@ class DelegateRecord:
             {k: list(v) for k, v in d.get("debug_map", {}).items()}, d.get("blob_sha256", ""),
             int(d.get("blob_size", 0)), list(d.get("hosted", [])), int(d.get("macs", 0)),
             {str(k): str(v) for k, v in d.get("sections", {}).items()},
+            list(d.get("input_nodes", [])), list(d.get("output_nodes", [])),
         )
 
     @classmethod

@@ -119,3 +119,21 @@ def test_a_model_called_with_keywords_lowers_and_runs_from_the_cli(tmp_path):
     assert all(m["sqnr_db"] is None or m["sqnr_db"] > 100 for m in res["check"])
     r = cli("inspect", "dsdk_test_plugins.models:keyword_net", "--backends", "lin,elem", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["nodes_delegated"] > 0, r.stderr
+
+
+def test_run_check_per_layer(tmp_path):
+    out = tmp_path / "cnn.dsdk"
+    assert cli("lower", "dsdk_test_plugins.models:small_cnn", "--backends", "lin,elem", "-o", str(out)).returncode == 0
+    r = cli("run", str(out), "--check", "dsdk_test_plugins.models:small_cnn", "--per-layer", "--json")
+    assert r.returncode == 0, r.stderr
+    layers = json.loads(r.stdout)["per_layer"]
+    assert len(layers["partitions"]) >= 2 and layers["sqnr_db"] is None  # the test engines are exact
+    assert all(p["sqnr_db"] is None and p["local_sqnr_db"] is None and p["modules"] for p in layers["partitions"])
+    # against other weights every partition is off, in the run and alone (the artifact keeps its weights)
+    r = cli("run", str(out), "--check", "dsdk_test_plugins.models:small_cnn_retrained", "--per-layer")
+    assert r.returncode == 0 and "SQNR alone" in r.stdout and "bn, conv" in r.stdout, r.stdout + r.stderr
+    r = cli("run", str(out), "--check", "dsdk_test_plugins.models:small_cnn_retrained", "--per-layer", "--json")
+    parts = json.loads(r.stdout)["per_layer"]["partitions"]
+    assert any(p["local_sqnr_db"] is not None for p in parts)
+    r = cli("run", str(out), "--per-layer")
+    assert r.returncode == 2 and "give the model with --check MODEL" in r.stderr
