@@ -220,6 +220,11 @@ def _shape_of(node: torch.fx.Node) -> tuple[int, ...]:
     return tuple(int(d) for d in t.shape)
 
 
+def _per_dim(v: Sequence[int], n: int) -> list[int]:
+    v = list(v)
+    return v * n if len(v) == 1 and n > 1 else v
+
+
 class Lowerer:
     def __init__(self, program: ExportedProgram, gi: GraphInputs, const_env: dict[str, Any], ranges: Ranges,
                  act_dtype: str = "int8") -> None:
@@ -503,6 +508,9 @@ class Lowerer:
     def _convolution(self, node: torch.fx.Node) -> Val:
         x_arg, w_arg, b_arg, stride, padding, dilation, transposed, out_pad, groups = node.args[:9]
         x = self.val(x_arg)
+        # ATen allows one value for every spatial dim ([1]: what F.conv2d(padding="valid") and some exporters
+        # give); the TOSA emitters index each dim
+        stride, padding, dilation, out_pad = (_per_dim(v, x.rank - 2) for v in (stride, padding, dilation, out_pad))
         w = self._const_arg(w_arg, "convolution weight")
         bias = self._const_arg(b_arg, "convolution bias")
         out_shape = _shape_of(node)

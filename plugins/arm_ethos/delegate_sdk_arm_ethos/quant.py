@@ -88,9 +88,14 @@ def fixed_qparams(lo: float, hi: float, dtype: str = "int8") -> QParams:
     return QParams(scale, int(round(qmin - lo / scale)), dtype)
 
 
+#: the smallest activation scale, float32's epsilon as in PyTorch's observers. A smaller one (a range of
+#: 1e-19, as the vanishing features of a random-weight EfficientNet give) puts a layer's bias out of int32
+#: range (bias / (input scale * weight scale)), and the clipped bias turned its output to zeros.
+MIN_SCALE = float(np.finfo(np.float32).eps)
+
+
 def _clean(scale: float) -> float:
-    # Tiny scales make RESCALE shifts leave their legal range; 1e-12 is far below any useful range.
-    return max(float(scale), 1e-12)
+    return max(float(scale), MIN_SCALE)
 
 
 def symmetric_weight_scales(w: np.ndarray, axis: int, bits: int = 8) -> np.ndarray:

@@ -61,3 +61,39 @@ def test_rescale_matches_tosa_reference_model():
         assert status == rm.GraphStatus.TOSA_VALID
         assert np.array_equal(outs[0], apply_rescale(x, m)), scale
     assert isinstance(m, Multiplier)
+
+
+@pytest.mark.slow
+def test_a_vanishing_input_keeps_the_bias():
+    """Inputs near 1e-19 (a random-weight EfficientNet's pooled features): the output is the bias. A scale
+    that small put the int32 bias out of range, and the clipped bias gave zeros."""
+    import torch
+
+    import delegate_sdk
+
+    torch.manual_seed(0)
+    fc = torch.nn.Linear(32, 10).eval()
+    x = torch.randn(1, 32) * 1e-19
+    prog = delegate_sdk.lower(fc, (x,), ["arm_ethos"], calibration=[(torch.randn(1, 32) * 1e-19,) for _ in range(4)])
+    assert prog.summary().partitions[0].backend == "arm_ethos"
+    with torch.no_grad():
+        out, ref = prog(x), fc(x)
+    assert float((out - ref).abs().max()) <= 0.02 * float(ref.abs().max()), (out, ref)
+
+
+@pytest.mark.slow
+def test_a_convolution_with_one_padding_for_both_dims_lowers():
+    """``padding="valid"`` exports as ``padding=[0]`` (one value for both spatial dims), as in EfficientNet."""
+    import torch
+
+    import delegate_sdk
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 8, 3, padding="valid").eval()
+    calib = [(torch.randn(1, 3, 8, 8),) for _ in range(4)]
+    x = calib[0][0]  # inside the calibrated range: what is left is rounding
+    prog = delegate_sdk.lower(conv, (x,), ["arm_ethos"], calibration=calib)
+    assert [p.backend for p in prog.summary().partitions] == ["arm_ethos"]
+    with torch.no_grad():
+        out, ref = prog(x), conv(x)
+    assert out.shape == ref.shape and float((out - ref).abs().max()) <= 0.05 * float(ref.abs().max())
