@@ -131,7 +131,7 @@ def test_run_check_per_layer(tmp_path):
     assert all(p["sqnr_db"] is None and p["local_sqnr_db"] is None and p["modules"] for p in layers["partitions"])
     # against other weights every partition is off, in the run and alone (the artifact keeps its weights)
     r = cli("run", str(out), "--check", "dsdk_test_plugins.models:small_cnn_retrained", "--per-layer")
-    assert r.returncode == 0 and "SQNR alone" in r.stdout and "bn, conv" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "SQNR alone" in r.stdout and "conv, bn" in r.stdout, r.stdout + r.stderr
     r = cli("run", str(out), "--check", "dsdk_test_plugins.models:small_cnn_retrained", "--per-layer", "--json")
     parts = json.loads(r.stdout)["per_layer"]["partitions"]
     assert any(p["local_sqnr_db"] is not None for p in parts)
