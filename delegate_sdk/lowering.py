@@ -258,22 +258,29 @@ def _cut_at_modules(plan: PartitionPlan, by_name: dict[str, torch.fx.Node], modu
     wanted = set(modules)
     pos = {name: k for k, name in enumerate(by_name)}
 
-    def color(name: str) -> str:
+    def producer(name: str) -> str:
         node = by_name[name]
         while node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node):
-            node = node.args[0]  # a getitem goes with its producer
-        return next((p for p in module_paths.module_stack(node) if p in wanted), "")
+            node = node.args[0]
+        return node.name
 
     pieces: list[tuple[str, list[str], list[str]]] = []
     for p in plan.partitions:
         runs: list[tuple[str, list[str]]] = []
+        run_of: dict[str, int] = {}
         for n in sorted(p.nodes, key=pos.__getitem__):
-            c = color(n)
-            if runs and runs[-1][0] == c:
-                runs[-1][1].append(n)
-            else:
-                runs.append((c, [n]))
-        pieces += [(p.backend, ns, [h for h in p.hosted if h in set(ns)]) for _, ns in runs]
+            if producer(n) != n:
+                continue  # a getitem goes with its producer, wherever the order puts it
+            c = next((m for m in module_paths.module_stack(by_name[n]) if m in wanted), "")
+            if not runs or runs[-1][0] != c:
+                runs.append((c, []))
+            runs[-1][1].append(n)
+            run_of[n] = len(runs) - 1
+        for n in p.nodes:
+            if producer(n) != n:
+                runs[run_of[producer(n)]][1].append(n)
+        pieces += [(p.backend, sorted(ns, key=pos.__getitem__), [h for h in p.hosted if h in set(ns)])
+                   for _, ns in runs]
     pieces.sort(key=lambda t: pos[t[1][0]])
     parts = [Partition(f"p{k}", b, ns, hs) for k, (b, ns, hs) in enumerate(pieces)]
     return PartitionPlan(parts, dict(plan.fallback), {n: p.id for p in parts for n in p.nodes})
