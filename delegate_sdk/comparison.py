@@ -548,10 +548,7 @@ def _latency(fn: Callable[[], Any], calls: int) -> dict[str, float]:
 
 def _chart(c: Comparison) -> str:
     """Accuracy against host latency per configuration, and the share of MACs each delegates, as inline SVG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     ok = [r for r in c.results if r.ok]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -571,12 +568,7 @@ def _chart(c: Comparison) -> str:
     ax2.set_xlabel("MACs delegated (%)")
     ax2.set_xlim(0, 100)
     ax2.set_title("coverage")
-    fig.tight_layout()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.find("<svg"):]
+    return _svg(fig)
 
 
 def _layers_md(rep: LayerReport) -> list[str]:
@@ -602,10 +594,7 @@ def _layers_md(rep: LayerReport) -> list[str]:
 
 def _layers_chart(rep: LayerReport) -> str:
     """Each module's own error (SQNR alone, dB), worst at the top, as inline SVG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     rows = rep.modules or []
     labels = [m.module for m in rows] or [p.partition for p in rep.partitions]
@@ -616,10 +605,24 @@ def _layers_chart(rep: LayerReport) -> str:
         ax.axvline(rep.target_db, linestyle="--", linewidth=0.8, color="grey")
     ax.set_xlabel("SQNR of its own outputs vs eager (dB; exact drawn at 120; dashed: target)")
     ax.set_title("per-layer error" + (" (modules)" if rows else " (partitions)"))
+    return _svg(fig)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # files only: no display here
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _svg(fig: Any) -> str:
+    """``fig`` as inline SVG (no date, so a report is reproducible), and closed."""
     fig.tight_layout()
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
-    plt.close(fig)
+    _pyplot().close(fig)
     text = buf.getvalue()
     return text[text.find("<svg"):]
 

@@ -134,13 +134,11 @@ def localise(model: Any, example_inputs: Any, backends: Sequence[str] | str, *, 
     prog = lowered()
     if prog.source is None:
         raise UsageError("per-layer localisation needs a program lowered in this process")
-    report = partition_errors(prog, prog.source, eval_inputs)
+    ep = prog.source
+    refs = _eager_outputs(ep, eval_inputs)  # once, for every lowering below
+    report = partition_errors(prog, ep, eval_inputs, refs)
     report.target_db = target_db
     report.backends = [backends] if isinstance(backends, str) else list(backends)
-    ep = prog.source
-    eager = ep.module()
-    with torch.no_grad():
-        refs = [pytree.tree_leaves(eager(*a, **kw)) for a, kw in eval_inputs]
 
     def model_sqnr(p: Any) -> float | None:
         with torch.no_grad():
@@ -154,7 +152,7 @@ def localise(model: Any, example_inputs: Any, backends: Sequence[str] | str, *, 
         # one more lowering with partitions cut where the modules meet: their boundaries become partition
         # boundaries, so each module's own error is measured like a partition's
         cut_prog = lowered(cut_at_modules=candidates)
-        cut = partition_errors(cut_prog, ep, eval_inputs)
+        cut = partition_errors(cut_prog, ep, eval_inputs, refs)
         inside = {m: sum(1 for n in delegated if m in module_stack(n)) for m in candidates}
         owner = {r.id: _owner(r.nodes, by_name, candidates) for r in cut_prog.summary().partitions}
         for m in candidates:
@@ -175,8 +173,16 @@ def localise(model: Any, example_inputs: Any, backends: Sequence[str] | str, *, 
     return report
 
 
-def partition_errors(prog: Any, ep: Any, eval_inputs: Sequence[Call]) -> LayerReport:
-    """The per-partition view of a lowered ``prog`` whose partitions were cut from ``ep`` (node names match)."""
+def _eager_outputs(ep: Any, eval_inputs: Sequence[Call]) -> list[list[Any]]:
+    eager = ep.module()
+    with torch.no_grad():
+        return [pytree.tree_leaves(eager(*a, **kw)) for a, kw in eval_inputs]
+
+
+def partition_errors(prog: Any, ep: Any, eval_inputs: Sequence[Call],
+                     refs: Sequence[list[Any]] | None = None) -> LayerReport:
+    """The per-partition view of a lowered ``prog`` whose partitions were cut from ``ep`` (node names match).
+    ``refs``: eager PyTorch's output leaves per input, when the caller already has them."""
     from delegate_sdk.lowering import capture_boundaries
 
     records = prog.summary().partitions
@@ -187,16 +193,16 @@ def partition_errors(prog: Any, ep: Any, eval_inputs: Sequence[Call]) -> LayerRe
                          f"{', '.join(missing[:3]) or 'names recorded'}); re-lower it, or check it is the same model")
     # partitions are described at the level of the module tree that tells their nodes apart
     level = _candidate_modules([by_name[n] for r in records for n in r.nodes if n in by_name], 64)
-    eager = ep.module()
+    refs = _eager_outputs(ep, eval_inputs) if refs is None else refs
     flat = [tuple(prog.flatten_inputs(*a, **kw)) for a, kw in eval_inputs]
     at_eager = capture_boundaries(ep, flat, {r.id: [*r.input_nodes, *r.output_nodes] for r in records})
     whole, parts = [], []
     with torch.no_grad():
         traces = []
-        for a, kw in eval_inputs:
+        for (a, kw), ref in zip(eval_inputs, refs):
             out, bounds = prog.trace(*a, **kw)
             traces.append(bounds)
-            whole.append(_sqnr(out, pytree.tree_leaves(eager(*a, **kw))))
+            whole.append(_sqnr(out, ref))
         for r in records:
             n_in = len(r.input_nodes)
             passed, alone = [], []
