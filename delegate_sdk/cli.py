@@ -387,10 +387,18 @@ def run(artifact: str, inputs_file: str | None, check_model: str | None, repeat:
 @click.option("--per-layer", is_flag=True,
               help="Also show where the error of the recommended configuration comes from: per partition and per "
                    "module, and which modules to keep off the backends to reach --min-sqnr.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where configurations run: one after another here, or each as a task on a Ray cluster (pip "
+                   "install 'delegate-sdk[ray]'); every row is then timed beside eager on its own worker.")
+@click.option("--address", metavar="ADDR", help="The Ray cluster (e.g. ray://head:10001 or auto); default: a "
+                                                "Ray instance started for this run.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              help="With --executor ray: a configuration still running after S seconds is a row with that error.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 def compare_cmd(model: str, backends: str, precisions: tuple[str, ...], orders: str, options: tuple[str, ...],
                 calibration_samples: int, eval_samples: int, calls: int, min_sqnr: float, hosted_ops: bool,
-                report_dir: Path | None, per_layer: bool, as_json: bool) -> None:
+                report_dir: Path | None, per_layer: bool, executor: str, address: str | None,
+                timeout_s: float | None, as_json: bool) -> None:
     """Lower MODEL onto each backend (and precision, and priority order) and compare coverage, accuracy against
     eager PyTorch and latency in one table, with a recommendation.
 
@@ -430,7 +438,8 @@ def compare_cmd(model: str, backends: str, precisions: tuple[str, ...], orders: 
                          dynamic_shapes=ref.dynamic_shapes, options=_options(options),
                          calibration=calibration_samples, eval_inputs=eval_samples, calls=calls,
                          policy=Policy(min_sqnr_db=min_sqnr), hosted_ops=hosted_ops, name=model,
-                         on_progress=on_progress, registry=reg, per_layer=per_layer)
+                         on_progress=on_progress, registry=reg, per_layer=per_layer, executor=executor,
+                         address=address, timeout_s=timeout_s)
     paths = result.write_reports(report_dir) if report_dir is not None else None
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
@@ -453,6 +462,10 @@ def compare_cmd(model: str, backends: str, precisions: tuple[str, ...], orders: 
                   f"{r.latency_ms['median']:.2f}/{r.latency_ms['p90']:.2f} ms",
                   _estimate_text(r.estimate) if r.estimate else "", f"{r.artifact_bytes / 1024:.0f} KiB")
     console.print(t)
+    for r in result.results:
+        if r.ok and r.eager_latency_ms:
+            console.print(f"{r.label}: timed on {r.where}, eager {r.eager_latency_ms['median']:.2f} ms there",
+                          highlight=False)
     console.print(f"[bold]recommendation:[/] {result.recommendation.config or 'none'} "
                   f"({result.policy.describe()}): {result.recommendation.reason}", soft_wrap=True)
     if result.per_layer is not None:

@@ -99,7 +99,31 @@ class ConfigResult:
     artifact_bytes: int = 0
     #: partitions that failed to compile and fell back to the next backend or eager ("backend: error")
     compile_failures: list[str] = field(default_factory=list)
-    program: Any = None  # the lowered Program (not serialised)
+    #: where it was lowered and timed: "this host", or the Ray node (``executor="ray"``)
+    where: str = "this host"
+    #: eager PyTorch's latency where this row was timed, when that is not this host (``executor="ray"``)
+    eager_latency_ms: dict[str, float] | None = None
+    #: what that eager latency ran: "the model", or the exported program when the model did not unpickle there
+    eager_baseline: str = ""
+    #: the saved artifact, when the program was lowered elsewhere (loaded here on first use of ``program``)
+    artifact: bytes | None = field(default=None, repr=False)
+    _program: Any = field(default=None, repr=False)
+
+    @property
+    def program(self) -> Any:
+        """The lowered :class:`delegate_sdk.program.Program` (None when the configuration failed)."""
+        if self._program is None and self.artifact is not None:
+            from delegate_sdk.program import load
+
+            with tempfile.TemporaryDirectory() as d:
+                path = Path(d) / "model.dsdk"
+                path.write_bytes(self.artifact)
+                self._program = load(path)
+        return self._program
+
+    @program.setter
+    def program(self, value: Any) -> None:
+        self._program = value
 
     @property
     def label(self) -> str:
@@ -134,7 +158,8 @@ class ConfigResult:
                 "sqnr_db": _num(self.sqnr_db), "top1_agreement": self.top1,
                 "outputs": [o.to_json() for o in self.outputs], "latency_ms": self.latency_ms,
                 "estimate": self.estimate, "artifact_bytes": self.artifact_bytes,
-                "compile_failures": self.compile_failures}
+                "compile_failures": self.compile_failures, "where": self.where,
+                "eager_latency_ms": self.eager_latency_ms, "eager_baseline": self.eager_baseline}
 
 
 @dataclass(frozen=True)
@@ -243,6 +268,13 @@ class Comparison:
                 f"{'' if r.top1 is None else f'{r.top1:.0%}'} | {r.latency_ms['median']:.2f} / "
                 f"{r.latency_ms['p90']:.2f} ms | {_estimate_text(r.estimate) if r.estimate else ''} | "
                 f"{r.artifact_bytes / 1024:.0f} KiB |")
+        remote = [r for r in self.results if r.ok and r.eager_latency_ms]
+        if remote:
+            lines += ["", "Timed on Ray workers, each row beside eager PyTorch on the same worker:", ""]
+            lines += [f"- `{r.label}`: {r.where}, {r.latency_ms['median']:.2f} ms vs eager "
+                      f"{r.eager_latency_ms['median']:.2f} ms there "
+                      f"({r.latency_ms['median'] / r.eager_latency_ms['median']:.2f}x; eager ran {r.eager_baseline})"
+                      for r in remote]
         lines += ["", "## Why nodes stayed on eager PyTorch", ""]
         for r in self.results:
             if r.ok and r.refusals:
@@ -344,7 +376,8 @@ def compare(model: Any, example_inputs: Any, configs: Sequence[Config | str] | N
             calibration: int | list[Any] = 8, eval_inputs: int | list[Any] = 4, calls: int = 20,
             policy: Policy | None = None, hosted_ops: bool = False, name: str = "",
             on_progress: Callable[[str, int, int], None] | None = None, registry: Any = None,
-            per_layer: bool = False) -> Comparison:
+            per_layer: bool = False, executor: str = "local", address: str | None = None,
+            timeout_s: float | None = None) -> Comparison:
     """Lower ``model`` every way in ``configs`` (default: each available backend at its default precision) and
     compare the results on the same held-out inputs.
 
@@ -355,8 +388,11 @@ def compare(model: Any, example_inputs: Any, configs: Sequence[Config | str] | N
     ``per_layer``: also localise the error of the recommended configuration (without one, of the one that
     delegates most MACs) by partition and module, with the fewest modules to keep off the backends to reach
     the policy's SQNR (:func:`delegate_sdk.layers.localise`).
+    ``executor="ray"``: each configuration is a Ray task on the cluster at ``address`` (None: a Ray instance
+    started here), stopped after ``timeout_s`` (:mod:`delegate_sdk.comparison_ray`); the eager reference, the
+    recommendation and the per-layer localisation stay in this process.
     """
-    from delegate_sdk.capture import as_args, capture
+    from delegate_sdk.capture import as_args, decompose, export
     from delegate_sdk.lowering import _in_spec, lower
     from delegate_sdk.registry import default_registry
     from delegate_sdk.signature import flatten_call, input_signature, random_call, unflatten_call
@@ -370,7 +406,12 @@ def compare(model: Any, example_inputs: Any, configs: Sequence[Config | str] | N
     cfgs = [_resolve(c if isinstance(c, Config) else Config.parse(c), registry) for c in configs]
     if not cfgs:
         raise UsageError("nothing to compare: give at least one backend or configuration")
-    ep = capture(model, example_inputs, dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs)
+    if executor not in ("local", "ray"):
+        raise UsageError(f"executor must be 'local' or 'ray', not {executor!r}")
+    if executor != "ray" and (address is not None or timeout_s is not None):
+        raise UsageError("an address and a timeout are for executor='ray' (--executor ray --address ADDR)")
+    exported = export(model, example_inputs, dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs)
+    ep = decompose(exported)
     specs, spec = input_signature(ep), _in_spec(ep)
 
     def calls_from(given: int | list[Any], seed0: int) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
@@ -400,7 +441,13 @@ def compare(model: Any, example_inputs: Any, configs: Sequence[Config | str] | N
     out_paths = _output_paths(eager_mod, evals[0])
     eager_lat = _latency(lambda: eager_mod(*evals[0][0], **evals[0][1]), calls)
     results = []
-    for k, cfg in enumerate(cfgs):
+    if executor == "ray":
+        from delegate_sdk.comparison_ray import run_configs
+
+        results = run_configs(cfgs, exported, eager_mod, options=options, calib=calib, evals=evals, refs=refs,
+                              out_paths=out_paths, calls=calls, hosted_ops=hosted_ops, address=address,
+                              timeout_s=timeout_s, on_progress=on_progress)
+    for k, cfg in enumerate(cfgs if executor == "local" else ()):
         if on_progress:
             on_progress(cfg.label, k, len(cfgs))
         results.append(_run_config(cfg, model, example_inputs, example_kwargs, dynamic_shapes, options, calib, evals,
@@ -430,7 +477,7 @@ def compare(model: Any, example_inputs: Any, configs: Sequence[Config | str] | N
 def _run_config(cfg: Config, model: Any, example_inputs: Any, example_kwargs: Any, dynamic_shapes: Any,
                 options: dict[str, dict[str, Any]] | None, calib: list[Any], evals: list[Any], refs: list[Any],
                 out_paths: list[str], calls: int, hosted_ops: bool, registry: Any,
-                lower: Callable[..., Any]) -> ConfigResult:
+                lower: Callable[..., Any], keep_artifact: bool = False) -> ConfigResult:
     res = ConfigResult(cfg)
     # each entry carries its precision (``xnnpack:int8``), so one backend may appear at two precisions
     opts = {b: {k: v for k, v in o.items() if k != "precision"} for b, o in (options or {}).items()
@@ -479,6 +526,8 @@ def _run_config(cfg: Config, model: Any, example_inputs: Any, example_kwargs: An
         try:
             prog.save(path)
             res.artifact_bytes = path.stat().st_size
+            if keep_artifact:
+                res.artifact = path.read_bytes()
         except Exception as e:
             res.error = f"saving the artifact failed: {_one_line(e)}"
             return res

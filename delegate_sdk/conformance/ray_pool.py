@@ -17,9 +17,7 @@ reach a local cluster.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Sequence
 from multiprocessing.connection import wait
@@ -27,11 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from delegate_sdk.conformance.scheduler import Worker, WorkerPool, WorkerProcess
-from delegate_sdk.errors import UsageError
-
-#: environment variables a worker needs to see what the caller sees
-FORWARDED_ENV = ("DELEGATE_SDK_PLUGINS", "PYTHONPATH", "DELEGATE_SDK_CORPUS", "OPENBLAS_NUM_THREADS",
-                 "OMP_NUM_THREADS")
+from delegate_sdk.ray_cluster import connect
 #: how long one poll of an actor waits for its worker's messages (the scheduler waits on all polls at once)
 POLL_S = 1.0
 
@@ -47,9 +41,9 @@ class _Relay:
                                      Path(self.tmp) / "worker.log")
 
     def where(self) -> str:
-        import ray
+        from delegate_sdk.ray_cluster import where
 
-        return f"ray node {ray.get_runtime_context().get_node_id()[:8]} ({socket.gethostname()})"
+        return where()
 
     # control group: one at a time, in the order the scheduler sent them
     def send(self, msg: Any) -> None:
@@ -146,20 +140,8 @@ class RayPool(WorkerPool):
     kind = "ray"
 
     def __init__(self, address: str | None = None):
-        try:
-            import ray
-        except ImportError:
-            raise UsageError("--executor ray needs Ray: pip install 'delegate-sdk[ray]'") from None
-        self._ray = ray
-        self._started_here = False
-        if not ray.is_initialized():
-            env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-            try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                         runtime_env={"env_vars": env} if env else None)
-            except ConnectionError as e:
-                raise UsageError(f"cannot reach the Ray cluster at {address!r}: {e}") from None
-            self._started_here = True
+        self._ray, self._started_here = connect(address)
+        ray = self._ray
         self.address = address
         # control calls run in the default group (one at a time, in order); polls in their own group, so that a
         # poll waiting for the worker never holds up a unit being sent

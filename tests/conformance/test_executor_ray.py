@@ -1,5 +1,6 @@
-"""``conform --executor ray``: the same outcomes as local workers, CRASH and TIMEOUT included, on a Ray cluster
-that the test starts (a head node with 2 CPUs on this machine, reached through its address like any cluster).
+"""``--executor ray`` for ``conform`` and ``compare``: the same outcomes / rows as local workers, a dying and a
+hung worker included, on a Ray cluster that the test starts (a head node with 2 CPUs on this machine, reached
+through its address like any cluster).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+import torch
+
+from delegate_sdk.comparison import compare
 from delegate_sdk.conformance import run_conformance
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("canaries_env")]
@@ -86,3 +90,67 @@ def test_the_cli_runs_on_ray_and_says_where_the_time_went(ray_cluster, tmp_path)
     assert "ray node " in res.output and "units" in res.output
     res = CliRunner().invoke(main, ["conform", "--plugin", "canary_good", "--address", ray_cluster])
     assert res.exit_code == 2 and "--executor ray" in res.output
+
+
+def _row(r):
+    """A comparison row without its timings, where it ran and the artifact's bytes."""
+    return (r.label, r.ok, r.error, r.nodes_total, r.nodes_delegated, r.nodes_hosted, r.partitions, r.coverage,
+            r.macs_total, r.macs_delegated, r.refusals, [o.to_json() for o in r.outputs], r.estimate,
+            r.compile_failures)
+
+
+def _cnn():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 14 * 14, 10)).eval()
+    return model, torch.randn(1, 3, 16, 16)
+
+
+def test_compare_on_ray_gives_the_local_rows(ray_cluster):
+    model, x = _cnn()
+    cfgs = ["xnnpack:fp32", "xnnpack:int8", "arm_ethos:int8"]
+    local = compare(model, (x,), cfgs, calls=3)
+    remote = compare(model, (x,), cfgs, calls=3, executor="ray", address=ray_cluster)
+    assert [_row(r) for r in remote.results] == [_row(r) for r in local.results]
+    assert all(r.ok for r in remote.results) and remote.result("xnnpack:int8").sqnr_db < 60  # really quantized
+    assert remote.recommendation.config == local.recommendation.config == "xnnpack:fp32"
+    for r in remote.results:
+        assert r.where.startswith("ray node ") and r.eager_latency_ms["median"] > 0
+        assert r.eager_baseline == "the model"
+        assert abs(r.artifact_bytes - local.result(r.label).artifact_bytes) < 64  # zip entry times differ
+    assert all(r.where == "this host" and r.eager_latency_ms is None for r in local.results)
+    # the artifact came back: loaded here on first use, it computes what the local lowering computes
+    with torch.no_grad():
+        assert torch.equal(remote.result("xnnpack:int8").program(x), local.result("xnnpack:int8").program(x))
+    assert "Timed on Ray workers" in remote.to_markdown() and "Timed on Ray" not in local.to_markdown()
+
+
+def test_compare_on_ray_a_dying_or_hung_configuration_is_a_row(ray_cluster):
+    class CosExp(torch.nn.Module):
+        def forward(self, x):
+            return torch.cos(x) + torch.exp(x)
+
+    x = torch.randn(4, 8)
+    c = compare(CosExp(), (x,), ["canary_abort", "canary_hang", "xnnpack"], calls=2, executor="ray",
+                address=ray_cluster, timeout_s=15)
+    rows = {r.label.split(":")[0]: r for r in c.results}
+    assert "the Ray worker running it died" in rows["canary_abort"].error
+    assert "still running after 15 s" in rows["canary_hang"].error
+    assert rows["xnnpack"].ok and rows["xnnpack"].nodes_delegated == rows["xnnpack"].nodes_total
+    assert c.recommendation.config == rows["xnnpack"].label
+
+
+def test_compare_cli_on_ray(ray_cluster, tmp_path):
+    from click.testing import CliRunner
+
+    from delegate_sdk.cli import main
+
+    res = CliRunner().invoke(main, ["compare", "dsdk_test_plugins.models:small_cnn", "--backends", "xnnpack",
+                                    "--calls", "3", "--executor", "ray", "--address", ray_cluster, "--report-dir",
+                                    str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "timed on ray node " in res.output
+    assert '"where": "ray node ' in (tmp_path / "report.json").read_text()
+    res = CliRunner().invoke(main, ["compare", "dsdk_test_plugins.models:small_cnn", "--backends", "xnnpack",
+                                    "--timeout", "10"])
+    assert res.exit_code == 2 and "executor='ray'" in res.output
