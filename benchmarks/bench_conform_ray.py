@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ray_local_cluster import two_node_cluster  # noqa: E402
 
 
 def conform(args: argparse.Namespace, extra: list[str]) -> tuple[float, dict]:
@@ -45,27 +46,12 @@ def main() -> None:
     ap.add_argument("--precision")
     ap.add_argument("-k", dest="pattern")
     args = ap.parse_args()
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-
     local_wall, local = conform(args, ["--executor", "local", "--jobs", "2"])
     print(json.dumps({"executor": "local", "jobs": 2, "wall_s": round(local_wall, 1),
                       "by_outcome": local["summary"]["by_outcome"]}), flush=True)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    tmp = tempfile.mkdtemp(prefix="dsdk-bench-ray-")
-    t0 = time.perf_counter()
-    subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                    "--disable-usage-stats", f"--temp-dir={tmp}"], check=True, capture_output=True, env=env)
-    subprocess.run([ray_bin, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1"], check=True,
-                   capture_output=True, env=env)
-    cluster_s = time.perf_counter() - t0
-    try:
-        ray_wall, remote = conform(args, ["--executor", "ray", "--address", f"127.0.0.1:{port}"])
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env)
+    with two_node_cluster() as (address, cluster_s):
+        ray_wall, remote = conform(args, ["--executor", "ray", "--address", address])
     same = {c["id"]: c["outcome"] for c in local["cases"]} == {c["id"]: c["outcome"] for c in remote["cases"]}
     print(json.dumps({"executor": "ray", "cluster": remote["executor"], "cluster_start_s": round(cluster_s, 1),
                       "wall_s": round(ray_wall, 1), "by_outcome": remote["summary"]["by_outcome"]}), flush=True)

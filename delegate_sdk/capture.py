@@ -147,10 +147,7 @@ def load_model_ref(ref: str) -> ModelRef:
             ep = torch.export.load(str(path))
         except Exception as e:
             raise CaptureError(f"{ref} is not a .pt2 file written by torch.export.save: {_first_line(e)}") from e
-        stored = getattr(ep, "example_inputs", None)
-        if stored is not None and isinstance(stored, tuple) and len(stored) == 2:
-            return ModelRef(ep, tuple(stored[0]), dict(stored[1] or {}))
-        return ModelRef(ep, example_inputs_of(ep))
+        return ModelRef(ep, *example_call_of(ep))
     if ":" not in ref:
         raise UsageError(f"MODEL must be a .pt2 file or package.module:callable, got {ref!r}")
     mod_name, _, attr = ref.partition(":")
@@ -181,14 +178,13 @@ def load_model_ref(ref: str) -> ModelRef:
     return ModelRef(made[0], as_args(made[1]), {}, made[2] if len(made) == 3 else None)
 
 
-def example_inputs_of(ep: ExportedProgram) -> tuple[torch.Tensor, ...]:
-    """The example inputs stored with a program, or deterministic tensors matching its signature."""
+def example_call_of(ep: ExportedProgram) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The example call stored with a program (positional and keyword arguments), or deterministic inputs of
+    the same structure matching its signature."""
     stored = getattr(ep, "example_inputs", None)
-    if stored is not None:
-        args, kwargs = stored
-        if not kwargs and all(isinstance(a, torch.Tensor) for a in args):
-            return tuple(args)
-    from delegate_sdk.signature import input_signature
+    if isinstance(stored, tuple) and len(stored) == 2:
+        return tuple(stored[0]), dict(stored[1] or {})
+    from delegate_sdk.lowering import _in_spec
+    from delegate_sdk.signature import input_signature, random_call
 
-    gen = torch.Generator().manual_seed(0)
-    return tuple(spec.example(gen) for spec in input_signature(ep))
+    return random_call(input_signature(ep), _in_spec(ep), 0)

@@ -49,7 +49,7 @@ def run_configs(cfgs: Sequence[Config], exported: Any, model: Any, *, options: d
             model_bytes = None
         task = ray.remote(num_cpus=1, max_retries=0)(_remote_config)
         blob = ray.put(buf.getvalue())
-        inputs = ray.put((calib, evals, refs, model_bytes))
+        inputs = ray.put((calib, evals, refs, model_bytes, _pytree_modules(exported)))
         # no more tasks in flight than the cluster has CPUs, so that a task starts when it is submitted and
         # its timeout counts from then
         slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -71,6 +71,9 @@ def run_configs(cfgs: Sequence[Config], exported: Any, model: Any, *, options: d
                 k, _ = running.pop(ref)
                 try:
                     results[k] = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:  # the task raised (outside what _run_config catches)
+                    cause = e.cause if isinstance(e.cause, BaseException) else e
+                    results[k] = ConfigResult(cfgs[k], error=f"failed on the Ray worker: {_one_line(cause)}")
                 except Exception as e:  # the task's worker died, or its node: the row says so
                     results[k] = ConfigResult(cfgs[k], error=f"the Ray worker running it died ({_ray_error(e)})")
             now = time.monotonic()
@@ -88,15 +91,23 @@ def run_configs(cfgs: Sequence[Config], exported: Any, model: Any, *, options: d
             ray.shutdown()
 
 
-def _remote_config(cfg: Config, blob: bytes, inputs: tuple[list[Any], list[Any], list[Any], bytes | None],
-                   out_paths: list[str],
+def _remote_config(cfg: Config, blob: bytes,
+                   inputs: tuple[list[Any], list[Any], list[Any], bytes | None, list[str]], out_paths: list[str],
                    calls: int, options: dict[str, dict[str, Any]] | None, hosted_ops: bool) -> ConfigResult:
     """The task: lower, save, run and time one configuration on this worker, eager's latency beside it."""
     from delegate_sdk.lowering import lower
     from delegate_sdk.ray_cluster import where
     from delegate_sdk.registry import default_registry
 
-    calib, evals, refs, model_bytes = inputs
+    import importlib
+
+    calib, evals, refs, model_bytes, modules = inputs
+    for name in modules:  # the pytree types of the model's inputs and outputs register when imported
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise UsageError(f"the model's inputs or outputs are types of {name!r}, which does not import on this "
+                             f"Ray worker ({_one_line(e)}): install it on every node") from e
     ep = torch.export.load(io.BytesIO(blob))
     res = _run_config(cfg, ep, None, None, None, options, calib, evals, refs, out_paths, calls, hosted_ops,
                       default_registry(), lower, keep_artifact=True)
@@ -108,6 +119,22 @@ def _remote_config(cfg: Config, blob: bytes, inputs: tuple[list[Any], list[Any],
     if prog is not None:
         prog.close()
     return res
+
+
+def _pytree_modules(ep: Any) -> list[str]:
+    """Modules defining the non-builtin pytree node types of ``ep``'s inputs and outputs (e.g. transformers'
+    ``ModelOutput`` classes): ``torch.export.load`` needs them registered, which importing them does."""
+    out: set[str] = set()
+    todo = [ep.call_spec.in_spec, ep.call_spec.out_spec]
+    while todo:
+        spec = todo.pop()
+        if spec is None:
+            continue
+        mod = getattr(spec.type, "__module__", "builtins") if spec.type is not None else "builtins"
+        if mod not in ("builtins", "collections") and not mod.startswith("torch"):
+            out.add(mod)
+        todo.extend(spec.children())
+    return sorted(out)
 
 
 def _eager_model(model_bytes: bytes | None, ep: Any) -> tuple[Any, str]:

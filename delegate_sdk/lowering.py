@@ -298,9 +298,9 @@ def _in_spec(ep: ExportedProgram) -> pytree.TreeSpec:
 def _leaves(ep: ExportedProgram, args: Any, kwargs: dict[str, Any] | None) -> list[Any]:
     """The leaves of one call, in the program's order (for an ExportedProgram given without inputs: its own)."""
     if args is None and kwargs is None:
-        from delegate_sdk.capture import example_inputs_of
+        from delegate_sdk.capture import example_call_of
 
-        args = example_inputs_of(ep)
+        args, kwargs = example_call_of(ep)
     return flatten_call(as_args(args) if args is not None else (), dict(kwargs or {}), _in_spec(ep))
 
 

@@ -128,3 +128,19 @@ def test_an_order_may_list_one_backend_at_two_precisions(registry):
     (row,) = c.results
     assert row.ok, row.error
     assert row.label == "q:int8>q:fp32>elem:fp32" and row.coverage["q"] > 0
+
+
+def test_ray_workers_are_told_which_modules_define_the_models_output_types():
+    """torch.export.load on a Ray worker needs transformers' ModelOutput registered as a pytree node."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    from delegate_sdk.comparison_ray import _pytree_modules
+
+    class Wrapped(torch.nn.Module):
+        def forward(self, x):
+            return BaseModelOutput(last_hidden_state=x * 2)
+
+    ep = torch.export.export(Wrapped(), (torch.randn(2, 3),))
+    assert _pytree_modules(ep) == ["transformers.modeling_outputs"]
+    plain = torch.export.export(torch.nn.Linear(3, 3), (torch.randn(2, 3),))
+    assert _pytree_modules(plain) == []

@@ -534,3 +534,21 @@ def test_priority_list_entries_are_checked(registry):
         inspect(Chain(), (x,), "npu:fp32", registry=registry, options={"npu:fp32": {"precision": "int8"}})
     with pytest.raises(UsageError, match="not among the backends"):
         inspect(Chain(), (x,), "npu:fp32", registry=registry, options={"npu:int8": {}})
+
+
+def test_an_exported_program_called_with_keywords_lowers_without_example_inputs(two, tmp_path):
+    """A .pt2 of a model taking keyword arguments (what `compare --executor ray` ships to its workers)."""
+    import io
+
+    from dsdk_test_plugins.models import keyword_net
+
+    registry, _, _ = two
+    made = keyword_net()
+    ep = torch.export.export(made["model"], (), kwargs=made["kwargs"])
+    buf = io.BytesIO()
+    torch.export.save(ep, buf)
+    loaded = torch.export.load(io.BytesIO(buf.getvalue()))
+    prog = lower(loaded, None, ["lin", "elem"], registry=registry)
+    assert prog.summary().nodes_delegated > 0
+    kw = {"input_ids": torch.randn(2, 4, 6), "attention_mask": torch.ones(2, 4)}
+    torch.testing.assert_close(prog(**kw), made["model"](**kw))
