@@ -99,6 +99,9 @@ CASES: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...], float]] = {
     "slice": (Fn(lambda x: x[:, 1:3]), (r(2, 8),), 1),
     "squeeze": (Fn(lambda x: x.squeeze(1)), (r(2, 1, 3),), 1),
     "conv_bn_relu_pool_add": (ConvBnReluPoolAdd(), (r(1, 3, 16, 16),), 6),
+    # TF-style padding between convolutions (transformers' MobileNetV2): the float pad stays inside the int8 graph
+    "conv_pad_conv": (nn.Sequential(nn.Conv2d(3, 8, 3), Fn(lambda x: F.pad(x, (0, 1, 0, 1))),
+                                    nn.Conv2d(8, 8, 3, stride=2)), (r(1, 3, 9, 9),), 6),
     "mlp": (Mlp(), (r(4, 16),), 4),
     "tiny_cnn": (TinyCnn(), (r(1, 3, 16, 16),), 6),
 }
