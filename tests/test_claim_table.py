@@ -162,3 +162,22 @@ def test_state_and_folded_constants() -> None:
 
     a = answers(t, M(), torch.randn(3))
     assert a == {"aten.exp.default": "claimed", "aten.mul.Tensor": "claimed"} and seen == ["fp32"]
+
+
+def test_with_hosted_moves_only_the_refusals_asked_for():
+    from delegate_sdk.support import with_hosted
+    from delegate_sdk.types import Claims, Refusal
+
+    class Node:
+        def __init__(self, name):
+            self.name = name
+
+    nodes = [Node(n) for n in ("a", "b", "c", "d")]
+    claims = Claims(("a",), (Refusal("b", ReasonCode.OP, "no kernel"), Refusal("c", ReasonCode.DTYPE, "int64"),
+                             Refusal("d", ReasonCode.DYNAMIC, "dynamic")))
+    every = with_hosted(claims, nodes, lambda n: True)
+    assert every.hosted == ("b", "c") and [r.node for r in every.refused] == ["d"]  # never a dynamic one
+    only_op = with_hosted(claims, nodes, lambda n: True, only=(ReasonCode.OP,))
+    assert only_op.hosted == ("b",) and [r.code for r in only_op.refused] == [ReasonCode.DTYPE, ReasonCode.DYNAMIC]
+    none = with_hosted(claims, nodes, lambda n: n.name != "b")
+    assert none.hosted == ("c",) and only_op.claimed == ("a",)

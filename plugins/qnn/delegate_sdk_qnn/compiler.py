@@ -396,14 +396,17 @@ def output_quant_params(qdq_model: Any) -> list[QuantParams | None]:
     return out
 
 
-def compile_context(model_path: str, cfg: QnnConfig, tmp: str) -> tuple[bytes, int]:
-    """Prepare ``model_path`` on the QNN HTP backend; returns (EPContext model bytes, binary size)."""
+def compile_context(model_path: str, cfg: QnnConfig, tmp: str,
+                    hosted: set[str] = frozenset()) -> tuple[bytes, int, dict[str, int]]:
+    """Prepare ``model_path`` on the QNN HTP backend; returns (EPContext model bytes, binary size, the op types
+    left to the CPU provider: only ever nodes exported from the ``hosted`` fx nodes)."""
     import onnx
     import onnxruntime as ort
 
     ctx_path = os.path.join(tmp, "epcontext.onnx")
     # severity 2 so QNN's per-node validation warnings are captured for the error message
-    so = qnn_env.session_options(cfg.provider_options(), log_severity=2, context_path=ctx_path)
+    so = qnn_env.session_options(cfg.provider_options(), log_severity=2, context_path=ctx_path,
+                                 cpu_nodes=bool(hosted))
     err: Exception | None = None
     with qnn_env.captured_native_output() as native:
         try:
@@ -416,16 +419,22 @@ def compile_context(model_path: str, cfg: QnnConfig, tmp: str) -> tuple[bytes, i
     if not os.path.exists(ctx_path):
         raise RuntimeError("qnn: the QNN EP wrote no EPContext model")
     ctx = onnx.load(ctx_path)
-    foreign = sorted({n.op_type for n in ctx.graph.node if n.op_type != "EPContext"})
-    if foreign:
-        raise RuntimeError(f"qnn: the EPContext model still holds non-QNN nodes {foreign}")
+    cpu_nodes: dict[str, int] = {}
+    if hosted:
+        from delegate_sdk_qnn.hosting import check_cpu_nodes
+
+        cpu_nodes = check_cpu_nodes(ctx, onnx.load(model_path), set(hosted))
+    else:
+        foreign = sorted({n.op_type for n in ctx.graph.node if n.op_type != "EPContext"})
+        if foreign:
+            raise RuntimeError(f"qnn: the EPContext model still holds non-QNN nodes {foreign}")
     size = 0
     for n in ctx.graph.node:
         for a in n.attribute:
             if a.name == "ep_cache_context":
                 size += len(a.s)
     with open(ctx_path, "rb") as f:
-        return f.read(), size
+        return f.read(), size, cpu_nodes
 
 
 def _debug_map(model: Any) -> dict[str, list[str]]:
@@ -519,7 +528,9 @@ def compile_partition(ep: ExportedProgram, options: dict[str, Any],
                 sections[container.SECTION_QDQ] = f.read()
         t_quant = time.perf_counter() - t1
         t2 = time.perf_counter()
-        ctx_bytes, ctx_size = compile_context(to_compile, cfg, tmp)
+        from delegate_sdk_qnn.hosting import hosted_fx_nodes
+
+        ctx_bytes, ctx_size, cpu_nodes = compile_context(to_compile, cfg, tmp, hosted_fx_nodes(ep))
         t_compile = time.perf_counter() - t2
     sections = {container.SECTION_CONTEXT: ctx_bytes, **sections}
 
@@ -532,6 +543,8 @@ def compile_partition(ep: ExportedProgram, options: dict[str, Any],
         "options": cfg.to_json(),
         "provider_options": cfg.provider_options(),
         "onnx_ops": onnx_ops,
+        # hosted ops: what ONNX Runtime's CPU provider runs in this partition (the runtime then allows it)
+        "cpu_nodes": cpu_nodes,
         "timings_s": {"export": round(t_export, 4), "quantize": round(t_quant, 4),
                       "qnn_prepare": round(t_compile, 4)},
     }

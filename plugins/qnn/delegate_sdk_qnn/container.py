@@ -29,7 +29,8 @@ from collections.abc import Mapping
 
 #: the delegate-sdk blob format name and version this plugin emits (BackendInfo / CompiledDelegate)
 BLOB_FORMAT = "qnn-epcontext"
-BLOB_FORMAT_VERSION = 1
+#: 2: a partition with hosted ops holds CPU-provider nodes beside its EPContext nodes (meta ``cpu_nodes``)
+BLOB_FORMAT_VERSION = 2
 
 MAGIC = b"DSDKQNN\0"
 CONTAINER_VERSION = 1

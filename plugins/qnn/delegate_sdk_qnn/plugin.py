@@ -36,6 +36,7 @@ def describe() -> BackendInfo:
         available=available,
         unavailable_reason=reason,
         thread_safe=False,
+        hosts_ops=True,
         description=f"Qualcomm Hexagon HTP via the ONNX Runtime QNN execution provider ({toolchain}); "
                     "on x86-64 Linux the HTP backend is an emulator",
     )
@@ -43,7 +44,12 @@ def describe() -> BackendInfo:
 
 @hookimpl
 def claim(program: ExportedProgram, nodes: list[torch.fx.Node], options: dict[str, Any]) -> Claims:
-    return rules.claim(program, nodes, options)
+    claims = rules.claim(program, nodes, options)
+    if options.get("hosted_ops"):
+        from delegate_sdk_qnn.hosting import with_hosting
+
+        claims = with_hosting(claims, nodes)
+    return claims
 
 
 @hookimpl

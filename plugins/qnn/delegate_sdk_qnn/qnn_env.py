@@ -102,14 +102,15 @@ def qnn_devices() -> list[Any]:
 
 
 def session_options(provider_options: dict[str, str], *, log_severity: int = 3,
-                    context_path: str | None = None) -> Any:
-    """SessionOptions on the QNN EP with CPU fallback disabled (a node QNN cannot run is an error)."""
+                    context_path: str | None = None, cpu_nodes: bool = False) -> Any:
+    """SessionOptions on the QNN EP with CPU fallback disabled (a node QNN cannot run is an error), unless
+    ``cpu_nodes``: a partition with hosted ops, whose hosted nodes run on ONNX Runtime's CPU provider."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = log_severity
     so.add_provider_for_devices(qnn_devices(), dict(provider_options))
-    so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    so.add_session_config_entry("session.disable_cpu_ep_fallback", "0" if cpu_nodes else "1")
     if context_path is not None:
         so.add_session_config_entry("ep.context_enable", "1")
         so.add_session_config_entry("ep.context_embed_mode", "1")

@@ -105,7 +105,7 @@ def init(blob: bytes, meta: dict[str, Any], options: dict[str, Any]) -> QnnHandl
     if options and options.get("htp_performance_mode"):
         provider_options["htp_performance_mode"] = str(options["htp_performance_mode"])
     qnn_env.ensure_registered()
-    so = qnn_env.session_options(provider_options, log_severity=3)
+    so = qnn_env.session_options(provider_options, log_severity=3, cpu_nodes=bool(meta.get("cpu_nodes")))
     err: Exception | None = None
     with qnn_env.captured_native_output() as native:
         try:

@@ -19,14 +19,12 @@ from collections.abc import Iterable
 
 import torch
 
-from delegate_sdk.support import has_dynamic_shape, input_tensors, output_tensors
-from delegate_sdk.types import Claims, ReasonCode
+from delegate_sdk.support import static_tensors, with_hosted
+from delegate_sdk.types import Claims
 
 from delegate_sdk_xnnpack._toolchain import quiet, runtime_module
 
 HOSTABLE_DTYPES = (torch.float32, torch.int64, torch.int32, torch.bool)
-#: refusals a hosted kernel cannot help with
-_NOT_HOSTABLE = (ReasonCode.DYNAMIC,)
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,23 +55,9 @@ def has_portable_kernel(op: torch._ops.OpOverload) -> bool:
 
 
 def hostable(node: torch.fx.Node) -> bool:
-    t = node.target
-    if not isinstance(t, torch._ops.OpOverload) or t.namespace != "aten" or has_dynamic_shape(node):
-        return False
-    tensors = [*input_tensors(node), *output_tensors(node)]
-    if not output_tensors(node) or any(x.dtype not in HOSTABLE_DTYPES or x.numel() == 0 for x in tensors):
-        return False
-    return has_portable_kernel(t)
+    return static_tensors(node, HOSTABLE_DTYPES) and has_portable_kernel(node.target)
 
 
 def with_hosting(claims: Claims, nodes: Iterable[torch.fx.Node]) -> Claims:
     """The same answer, with the refused nodes ExecuTorch's portable kernels can run moved to ``hosted``."""
-    by_name = {n.name: n for n in nodes}
-    hosted, refused = [], []
-    for r in claims.refused:
-        node = by_name.get(r.node)
-        if node is not None and r.code not in _NOT_HOSTABLE and hostable(node):
-            hosted.append(r.node)
-        else:
-            refused.append(r)
-    return Claims(claims.claimed, tuple(refused), tuple(hosted))
+    return with_hosted(claims, nodes, hostable)
