@@ -2,7 +2,7 @@
 
 Baseline (named, same run): ``compare(..., executor="local")``, configurations one after another in this
 process. Then a local 2-node Ray cluster (a head node and a worker node, one CPU each) and the same call with
-``executor="ray"``. Models are the CI model zoo's (transformers ResNet, MobileNetV2 and BERT, random weights,
+``executor="ray"``. Models are the conformance corpus's zoo (``conform --suite zoo``) (transformers ResNet, MobileNetV2 and BERT, random weights,
 tiny configs). Prints wall times, the ratio, whether every row matches (everything but timings and the
 artifact's zip timestamps) and where each row ran::
 
@@ -13,18 +13,20 @@ artifact's zip timestamps) and where each row ran::
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ray_local_cluster import two_node_cluster  # noqa: E402
-from test_model_zoo import ZOO  # noqa: E402
 
 from delegate_sdk.comparison import compare  # noqa: E402
+from delegate_sdk.conformance.corpus import load_corpus  # noqa: E402
+
+ZOO = importlib.import_module(f"{load_corpus().__name__}.zoo").ZOO
 
 
 def row(r):

@@ -20,3 +20,11 @@ def model_cases() -> list:
     from . import models
 
     return models.model_cases()
+
+
+def zoo_cases() -> list:
+    """Real architectures (transformers, torch.nn LSTM): the optional ``zoo`` suite; ImportError naming the
+    extra when transformers is not installed."""
+    from . import zoo
+
+    return zoo.zoo_cases()

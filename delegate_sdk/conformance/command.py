@@ -19,7 +19,9 @@ _STYLE = {"PASS": "green", "PASS_PARTIAL": "green", "XFAIL": "yellow", "XPASS": 
 @click.option("--precision", metavar="P", help="Precision to lower at (default: the plugin's default).")
 @click.option("--option", "option_values", multiple=True, metavar="NAME.KEY=VALUE",
               help="Plugin option, as for `lower` (repeatable), e.g. arm_ethos.target=ethos-u85-256.")
-@click.option("--suite", type=click.Choice(["ops", "models", "all"]), default="all", show_default=True)
+@click.option("--suite", type=click.Choice(["ops", "models", "all", "zoo"]), default="all", show_default=True,
+              help="ops, models, or both (all); zoo: real architectures from transformers (pip install "
+                   "'delegate-sdk[zoo]'), not part of all.")
 @click.option("-k", "pattern", metavar="REGEX", help="Only samples whose id matches (re.search), e.g. 'op/conv'.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes [default: core count].")
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path),

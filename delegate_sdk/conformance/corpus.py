@@ -53,9 +53,17 @@ def load_corpus() -> ModuleType:
 
 
 def builtin_cases(suite: str = "all") -> list[OpCase | ModelCase]:
-    """The corpus's cases of one suite: ``ops``, ``models`` or ``all``."""
+    """The corpus's cases of one suite: ``ops``, ``models``, ``all`` (both), or ``zoo`` (real architectures,
+    needs transformers: UsageError naming the extra without it)."""
     corpus = load_corpus()
     out: list[OpCase | ModelCase] = []
+    if suite == "zoo":
+        from delegate_sdk.errors import UsageError
+
+        try:
+            return list(corpus.zoo_cases())
+        except ImportError as e:
+            raise UsageError(str(e)) from e
     if suite in ("ops", "all"):
         out += corpus.op_cases()
     if suite in ("models", "all"):

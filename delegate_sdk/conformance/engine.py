@@ -58,8 +58,8 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
     from delegate_sdk.conformance.sampling import describe
     from delegate_sdk.registry import default_registry
 
-    if suite not in ("ops", "models", "all"):
-        raise UsageError(f"--suite must be ops, models or all, not {suite!r}")
+    if suite not in ("ops", "models", "all", "zoo"):
+        raise UsageError(f"--suite must be ops, models, all or zoo, not {suite!r}")
     if executor not in ("local", "ray"):
         raise UsageError(f"--executor must be local or ray, not {executor!r}")
     if address and executor != "ray":

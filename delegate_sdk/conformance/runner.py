@@ -98,7 +98,8 @@ def collect_cases(plugin: str | None, suite: str = "all", extra: Sequence[Case] 
     from delegate_sdk.conformance.corpus import builtin_cases
 
     cases = builtin_cases(suite)
-    contributed = list(extra) + (plugin_cases(plugin) if plugin else [])
+    # the zoo is the corpus's real architectures only; a plugin's own cases run in the other suites
+    contributed = [] if suite == "zoo" else list(extra) + (plugin_cases(plugin) if plugin else [])
     for c in contributed:
         if suite == "ops" and c.kind != "op" or suite == "models" and c.kind != "model":
             continue
@@ -158,7 +159,8 @@ _CASES: dict[str, Case] | None = None
 def _worker_cases(cfg: dict[str, Any]) -> dict[str, Case]:
     global _CASES
     if _CASES is None:
-        _CASES = {c.id: c for c in collect_cases(cfg["plugin"], "all")}
+        suite = "zoo" if cfg.get("suite") == "zoo" else "all"  # the zoo is not part of "all"
+        _CASES = {c.id: c for c in collect_cases(cfg["plugin"], suite)}
     return _CASES
 
 

@@ -435,3 +435,24 @@ def test_report_markdown_and_junit(tmp_path):
     failure = names["op/log/edge"].find("failure")
     assert failure.get("type") == "FAIL_MISMATCH" and "^op/log/edge$" in failure.text
     assert names["op/add/normal"].find("failure") is None
+
+
+def test_the_zoo_suite_is_real_architectures_apart_from_all():
+    from delegate_sdk.conformance.corpus import builtin_cases
+
+    zoo = builtin_cases("zoo")
+    assert [c.id for c in zoo] == ["model/zoo_resnet", "model/zoo_efficientnet", "model/zoo_vit", "model/zoo_bert",
+                                   "model/zoo_lstm"]
+    assert not {c.id for c in builtin_cases("all")} & {c.id for c in zoo}
+    bert = next(c for c in zoo if c.id == "model/zoo_bert").module()
+    assert type(bert.model).__module__.startswith("transformers.")  # the library's class, not a copy
+
+
+@pytest.mark.slow
+def test_conform_runs_the_zoo_suite():
+    from delegate_sdk.conformance import run_conformance
+
+    rep = run_conformance("xnnpack", suite="zoo", pattern=r"^model/zoo_(lstm|bert)/")
+    assert sorted(r.id for r in rep.cases) == ["model/zoo_bert/normal", "model/zoo_lstm/normal"]
+    for r in rep.cases:  # BERT's int64 mask arithmetic and the LSTM's state setup stay on eager PyTorch
+        assert r.outcome in ("PASS", "PASS_PARTIAL") and r.nodes_delegated > r.nodes_total / 2, (r.id, r.detail)
