@@ -440,18 +440,20 @@ def compare(model: Any, example_inputs: Any, configs: Sequence[Config | str] | N
         refs = [pytree.tree_leaves(eager_mod(*a, **kw)) for a, kw in evals]
     out_paths = _output_paths(eager_mod, evals[0])
     eager_lat = _latency(lambda: eager_mod(*evals[0][0], **evals[0][1]), calls)
-    results = []
     if executor == "ray":
         from delegate_sdk.comparison_ray import run_configs
 
         results = run_configs(cfgs, exported, eager_mod, options=options, calib=calib, evals=evals, refs=refs,
                               out_paths=out_paths, calls=calls, hosted_ops=hosted_ops, address=address,
                               timeout_s=timeout_s, on_progress=on_progress)
-    for k, cfg in enumerate(cfgs if executor == "local" else ()):
-        if on_progress:
-            on_progress(cfg.label, k, len(cfgs))
-        results.append(_run_config(cfg, model, example_inputs, example_kwargs, dynamic_shapes, options, calib, evals,
-                                   refs, out_paths, calls, hosted_ops, registry, lower))
+    else:
+        results = []
+        for k, cfg in enumerate(cfgs):
+            if on_progress:
+                on_progress(cfg.label, k, len(cfgs))
+            # every configuration lowers the one export (as a Ray worker does), instead of exporting again
+            results.append(_run_config(cfg, exported, options, calib, evals, refs, out_paths, calls, hosted_ops,
+                                       registry, lower))
     choice = policy.choose(results)
     out = Comparison(name or type(eager_mod).__name__, results, eager_lat, policy, choice, len(evals), calls,
                      out_paths)
@@ -474,19 +476,18 @@ def compare(model: Any, example_inputs: Any, configs: Sequence[Config | str] | N
     return out
 
 
-def _run_config(cfg: Config, model: Any, example_inputs: Any, example_kwargs: Any, dynamic_shapes: Any,
-                options: dict[str, dict[str, Any]] | None, calib: list[Any], evals: list[Any], refs: list[Any],
-                out_paths: list[str], calls: int, hosted_ops: bool, registry: Any,
+def _run_config(cfg: Config, exported: Any, options: dict[str, dict[str, Any]] | None, calib: list[Any],
+                evals: list[Any], refs: list[Any], out_paths: list[str], calls: int, hosted_ops: bool, registry: Any,
                 lower: Callable[..., Any], keep_artifact: bool = False) -> ConfigResult:
+    """Lower the exported program (``capture.export``, not yet decomposed) one way, save, run and time it."""
     res = ConfigResult(cfg)
     # each entry carries its precision (``xnnpack:int8``), so one backend may appear at two precisions
     opts = {b: {k: v for k, v in o.items() if k != "precision"} for b, o in (options or {}).items()
             if b in cfg.backends}
     t0 = time.perf_counter()
     try:
-        prog = lower(model, example_inputs, [f"{b}:{p}" for b, p in cfg.entries], options=opts, calibration=calib,
-                     dynamic_shapes=dynamic_shapes, example_kwargs=example_kwargs, hosted_ops=hosted_ops,
-                     registry=registry, on_compile_error="fallback")
+        prog = lower(exported, None, [f"{b}:{p}" for b, p in cfg.entries], options=opts, calibration=calib,
+                     hosted_ops=hosted_ops, registry=registry, on_compile_error="fallback")
     except Exception as e:  # a configuration that fails is a row with its error
         res.error = _one_line(e)
         res.lowering_s = time.perf_counter() - t0

@@ -18,6 +18,7 @@ many tasks are in flight as the cluster has CPUs, so a timeout counts from when 
 
 from __future__ import annotations
 
+import importlib
 import io
 import time
 from collections.abc import Callable, Sequence
@@ -99,8 +100,6 @@ def _remote_config(cfg: Config, blob: bytes,
     from delegate_sdk.ray_cluster import where
     from delegate_sdk.registry import default_registry
 
-    import importlib
-
     calib, evals, refs, model_bytes, modules = inputs
     for name in modules:  # the pytree types of the model's inputs and outputs register when imported
         try:
@@ -109,8 +108,8 @@ def _remote_config(cfg: Config, blob: bytes,
             raise UsageError(f"the model's inputs or outputs are types of {name!r}, which does not import on this "
                              f"Ray worker ({_one_line(e)}): install it on every node") from e
     ep = torch.export.load(io.BytesIO(blob))
-    res = _run_config(cfg, ep, None, None, None, options, calib, evals, refs, out_paths, calls, hosted_ops,
-                      default_registry(), lower, keep_artifact=True)
+    res = _run_config(cfg, ep, options, calib, evals, refs, out_paths, calls, hosted_ops, default_registry(), lower,
+                      keep_artifact=True)
     res.where = where()
     if res.ok:
         eager, res.eager_baseline = _eager_model(model_bytes, ep)

@@ -437,15 +437,16 @@ def compile_context(model_path: str, cfg: QnnConfig, tmp: str,
         return f.read(), size, cpu_nodes
 
 
+def fx_node_name(node: Any) -> str | None:
+    """The fx node an ONNX node was exported from (torch.onnx's ``pkg.torch.onnx.fx_node`` metadata)."""
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.fx_node" and (m := re.match(r"%(\S+)\s*:", p.value)):
+            return m.group(1)
+    return None
+
+
 def _debug_map(model: Any) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for n in model.graph.node:
-        for p in n.metadata_props:
-            if p.key == "pkg.torch.onnx.fx_node":
-                m = re.match(r"%(\S+)\s*:", p.value)
-                if m:
-                    out[n.name or n.op_type] = [m.group(1)]
-    return out
+    return {n.name or n.op_type: [fx] for n in model.graph.node if (fx := fx_node_name(n)) is not None}
 
 
 def _fold_constant_partition(ep: ExportedProgram, fx_outputs: list[torch.Tensor], cfg: QnnConfig) -> CompiledDelegate:

@@ -20,7 +20,6 @@ left to the CPU, or a hosted one that QNN took onto HTP, is a compile error.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,7 +31,6 @@ from delegate_sdk.types import Claims, ReasonCode
 HOSTABLE_DTYPES = (torch.float32, torch.float16, torch.int64, torch.int32, torch.bool)
 #: what the CPU provider may run next to a hosted node without it being an accelerated node's work
 _GLUE = ("QuantizeLinear", "DequantizeLinear", "Constant")
-_FX_NODE = re.compile(r"%(\S+)\s*:")
 
 
 @functools.lru_cache(maxsize=512)
@@ -60,14 +58,10 @@ def hosted_fx_nodes(ep: Any) -> set[str]:
 
 
 def fx_origin(model: Any) -> dict[str, str]:
-    """ONNX tensor name -> the fx node it was exported from (torch.onnx's ``pkg.torch.onnx.fx_node``)."""
-    out: dict[str, str] = {}
-    for n in model.graph.node:
-        for p in n.metadata_props:
-            if p.key == "pkg.torch.onnx.fx_node" and (m := _FX_NODE.match(p.value)):
-                for o in n.output:
-                    out[o] = m.group(1)
-    return out
+    """ONNX tensor name -> the fx node it was exported from."""
+    from delegate_sdk_qnn.compiler import fx_node_name
+
+    return {o: fx for n in model.graph.node if (fx := fx_node_name(n)) is not None for o in n.output}
 
 
 def check_cpu_nodes(ctx_model: Any, exported: Any, hosted: set[str]) -> dict[str, int]:
