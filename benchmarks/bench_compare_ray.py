@@ -2,8 +2,8 @@
 
 Baseline (named, same run): ``compare(..., executor="local")``, configurations one after another in this
 process. Then a local 2-node Ray cluster (a head node and a worker node, one CPU each) and the same call with
-``executor="ray"``. Models are the conformance corpus's zoo (``conform --suite zoo``) (transformers ResNet, MobileNetV2 and BERT, random weights,
-tiny configs). Prints wall times, the ratio, whether every row matches (everything but timings and the
+``executor="ray"``. Models are builders of the conformance corpus's zoo (transformers ResNet, MobileNetV2 and
+BERT, random weights, tiny configs). Prints wall times, the ratio, whether every row matches (everything but timings and the
 artifact's zip timestamps) and where each row ran::
 
     python benchmarks/bench_compare_ray.py
@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ray_local_cluster import two_node_cluster  # noqa: E402
-
-from delegate_sdk.comparison import compare  # noqa: E402
-from delegate_sdk.conformance.corpus import load_corpus  # noqa: E402
+from delegate_sdk.comparison import compare
+from delegate_sdk.conformance.corpus import load_corpus
+from delegate_sdk.ray_cluster import local_cluster
 
 ZOO = importlib.import_module(f"{load_corpus().__name__}.zoo").ZOO
 
@@ -48,7 +44,9 @@ def main() -> None:
         t0 = time.perf_counter()
         local = compare(model, margs, configs, example_kwargs=kwargs or None, calls=args.calls)
         runs.append((name, model, margs, kwargs, local, time.perf_counter() - t0))
-    with two_node_cluster() as (address, cluster_s):
+    t_cluster = time.perf_counter()
+    with local_cluster(nodes=2, cpus_per_node=1) as address:  # two raylets, as two machines would be
+        cluster_s = time.perf_counter() - t_cluster
         print(f"2-node Ray cluster started in {cluster_s:.1f} s (not counted)")
         total_local = total_ray = 0.0
         for name, model, margs, kwargs, local, local_s in runs:

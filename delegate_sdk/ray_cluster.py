@@ -7,7 +7,17 @@ Shared by conformance (:mod:`delegate_sdk.conformance.ray_pool`) and ``compare``
 from __future__ import annotations
 
 import os
-from typing import Any
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
 
 from delegate_sdk.errors import UsageError
 
@@ -42,3 +52,63 @@ def where() -> str:
     import ray
 
     return f"ray node {ray.get_runtime_context().get_node_id()[:8]} ({socket.gethostname()})"
+
+
+@contextmanager
+def local_cluster(nodes: int = 1, cpus_per_node: int = 2, temp_dir: str | None = None,
+                  startup_timeout: float = 300.0) -> Iterator[str]:
+    """A Ray cluster of ``nodes`` raylets on this machine, as ``ray start`` makes one; yields its address.
+
+    For tests and benchmarks: each node runs ``ray start --block`` in its own process group, and leaving the
+    block stops exactly those processes. (``ray stop`` would stop every Ray process on the machine, other
+    clusters included, such as a parallel test worker's.)
+    """
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    if not Path(ray_bin).exists():
+        raise UsageError("a local Ray cluster needs Ray: pip install 'delegate-sdk[ray]'")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tmp = temp_dir or tempfile.mkdtemp(prefix="dsdk-ray-")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    common = [f"--num-cpus={cpus_per_node}", "--disable-usage-stats", "--block"]
+    commands = [[ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                 f"--temp-dir={tmp}", *common]]
+    commands += [[ray_bin, "start", f"--address=127.0.0.1:{port}", *common] for _ in range(nodes - 1)]
+    procs: list[subprocess.Popen] = []
+    try:
+        for cmd in commands:
+            log = open(Path(tmp) / f"ray-start-{len(procs)}.log", "w+")
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                          start_new_session=True))
+            _wait_for_block(procs[-1], log, startup_timeout)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for p in reversed(procs):  # SIGTERM: ``ray start --block`` shuts its node down
+            if p.poll() is None:
+                p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+            try:  # whatever the node left behind (its raylet's workers) is in its process group
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if temp_dir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _wait_for_block(proc: subprocess.Popen, log: IO[str], timeout: float) -> None:
+    """Until ``ray start --block`` says its node is up (it then blocks), or a clear error if it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log.seek(0)
+        text = log.read()
+        if "will now block" in text:
+            return
+        if proc.poll() is not None:
+            raise UsageError(f"ray start exited with {proc.returncode}: {' '.join(text.split()[-60:])}")
+        time.sleep(0.2)
+    raise UsageError(f"ray start did not bring its node up within {timeout:.0f} s")

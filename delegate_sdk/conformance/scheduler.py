@@ -451,6 +451,26 @@ class Scheduler:
             elif kind == "fatal":
                 raise RunAborted(msg[1])
 
+        def absorb(news: list[tuple[Worker, list[Any], bool]], replace: list[Worker]) -> None:
+            """Handle what workers said; a worker that is gone gets CRASH for its step and joins ``replace``."""
+            nonlocal startup_failures
+            for w, msgs, gone in news:
+                for msg in msgs:
+                    handle(w, msg)
+                if gone and w not in replace:
+                    why = w.death()
+                    if not w.ready:
+                        startup_failures += 1
+                        if startup_failures >= 2:
+                            raise RunAborted(f"conformance workers cannot start: {why}")
+                    fail_current(w, "CRASH", why)
+                    w.kill()
+                    replace.append(w)
+
+        def overdue(w: Worker) -> bool:
+            return bool(w.ready and w.unit is not None and cfg.timeout
+                        and time.monotonic() - w.step_started > cfg.timeout)
+
         try:
             for _ in range(n_workers):
                 workers.append(spawn())
@@ -463,18 +483,13 @@ class Scheduler:
                              for w in workers if not w.ready or (w.unit is not None and cfg.timeout)]
                 wait_for = max(0.05, min(deadlines) - now) if deadlines else 1.0
                 replace: list[Worker] = []
-                for w, msgs, gone in self.pool.wait(workers, min(wait_for, 5.0)):
-                    for msg in msgs:
-                        handle(w, msg)
-                    if gone:
-                        why = w.death()
-                        if not w.ready:
-                            startup_failures += 1
-                            if startup_failures >= 2:
-                                raise RunAborted(f"conformance workers cannot start: {why}")
-                        fail_current(w, "CRASH", why)
-                        w.kill()
-                        replace.append(w)
+
+                absorb(self.pool.wait(workers, min(wait_for, 5.0)), replace)
+                # Messages can be waiting that this loop has not read (a Ray poll in flight, or seconds spent
+                # killing another worker): read them before calling a step hung.
+                late = [w for w in workers if w not in replace and overdue(w)]
+                if late:
+                    absorb(self.pool.wait(late, 2.0), replace)
                 now = time.monotonic()
                 for w in workers:
                     if w in replace:
@@ -482,7 +497,7 @@ class Scheduler:
                     if not w.ready and now - w.started > self.startup_timeout:
                         raise RunAborted(f"a conformance worker did not start within {self.startup_timeout:.0f} s: "
                                          f"{w.startup_output()}")
-                    if w.ready and w.unit is not None and cfg.timeout and now - w.step_started > cfg.timeout:
+                    if w in late and overdue(w):
                         w.dump_stack()
                         fail_current(w, "TIMEOUT", f"took longer than --timeout {cfg.timeout:g} s")
                         w.kill()

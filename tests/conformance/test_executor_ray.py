@@ -5,43 +5,22 @@ through its address like any cluster).
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 import torch
 
 from delegate_sdk.comparison import compare
 from delegate_sdk.conformance import run_conformance
+from delegate_sdk.ray_cluster import local_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("canaries_env")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    ray_bin = Path(sys.executable).with_name("ray")
-    assert ray_bin.exists(), "Ray is part of the test install (delegate-sdk[ray])"
-    port = _free_port()
-    tmp = tmp_path_factory.mktemp("ray")
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    start = [str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-             "--disable-usage-stats", f"--temp-dir={tmp}"]
-    proc = subprocess.run(start, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    yield f"127.0.0.1:{port}"
-    subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env, timeout=120)
-    shutil.rmtree(tmp, ignore_errors=True)
+    # its own cluster, stopped alone: tests of this module may run on both xdist workers at once
+    with local_cluster(nodes=1, cpus_per_node=2, temp_dir=str(tmp_path_factory.mktemp("ray"))) as address:
+        yield address
 
 
 def _comparable(report):
