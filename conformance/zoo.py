@@ -1,7 +1,8 @@
 """Real architectures nobody here wrote, as conformance model cases: ``delegate-sdk conform --suite zoo``.
 
 From maintained libraries: ``transformers`` (ResNet, MobileNetV2 with TF-style padding, EfficientNet with its
-squeeze-excite and swish, ViT, BERT) and ``torch.nn`` (a 2-layer LSTM). Random weights in tiny configs and
+squeeze-excite and swish, PP-LCNet in MobileNetV3's style, HGNetV2 with SqueezeNet's fan-out and concat, ViT,
+BERT) and ``torch.nn`` (a 2-layer LSTM). Random weights in tiny configs and
 small inputs, so that a case lowers in seconds: PyTorch's default initialisation (transformers' std-0.02 one
 makes tiny CNNs' activations vanish: a 10-block EfficientNet ends at 1e-38), then batch-norm statistics
 re-estimated on random images so that activations have real ranges. ``ZOO`` holds the same builders, for the
@@ -69,6 +70,33 @@ def efficientnet() -> Built:
     return bn_recalibrated(T.EfficientNetForImageClassification(cfg), (4, 3, 32, 32)), (torch.randn(1, 3, 32, 32),), {}
 
 
+def lcnet() -> Built:
+    """PP-LCNet: MobileNetV3's recipe (depthwise-separable convolutions, hardswish, squeeze-excite gated by a
+    hardsigmoid) in a maintained library; torchvision's MobileNetV3 needs its C extension, which does not load
+    here."""
+    import transformers as T
+
+    # (kernel, in, out, stride, squeeze-excite) per block; transformers wants 5 stages
+    blocks = [[[3, 16, 32, 1, False]], [[3, 32, 64, 2, False]], [[3, 64, 64, 1, False]], [[5, 64, 128, 2, False]],
+              [[5, 128, 128, 1, True], [5, 128, 128, 1, True]]]
+    cfg = T.PPLCNetConfig(scale=0.25, block_configs=blocks, class_expand=64, num_labels=10, hidden_dropout_prob=0.0)
+    return bn_recalibrated(T.PPLCNetForImageClassification(cfg), (4, 3, 32, 32)), (torch.randn(1, 3, 32, 32),), {}
+
+
+def hgnet() -> Built:
+    """HGNetV2: SqueezeNet's fire-module structure (one tensor fanned out to several convolutions, their
+    outputs concatenated on channels, a 1x1 squeeze) in its stem (conv and max-pool branches) and blocks.
+    SqueezeNet itself is only in torchvision (and timm, which imports torchvision's C extension)."""
+    import transformers as T
+
+    cfg = T.HGNetV2Config(embedding_size=8, stem_channels=[3, 8, 8], stage_in_channels=[8, 16],
+                          stage_mid_channels=[8, 8], stage_out_channels=[16, 32], stage_num_blocks=[1, 1],
+                          stage_downsample=[False, True], stage_downsample_strides=[2, 2],
+                          stage_light_block=[False, True], stage_kernel_size=[3, 3], stage_numb_of_layers=[2, 2],
+                          depths=[1, 1], hidden_sizes=[16, 32], num_labels=10)
+    return bn_recalibrated(T.HGNetV2ForImageClassification(cfg), (4, 3, 32, 32)), (torch.randn(1, 3, 32, 32),), {}
+
+
 def vit() -> Built:
     import transformers as T
 
@@ -100,7 +128,7 @@ def lstm() -> Built:
 
 
 ZOO: dict[str, Callable[[], Built]] = {"resnet": resnet, "mobilenet_v2": mobilenet_v2, "efficientnet": efficientnet,
-                                       "vit": vit, "bert": bert, "lstm": lstm}
+                                       "lcnet": lcnet, "hgnet": hgnet, "vit": vit, "bert": bert, "lstm": lstm}
 
 
 class Logits(nn.Module):
@@ -111,7 +139,8 @@ class Logits(nn.Module):
         self.model = model
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).logits
+        out = self.model(pixel_values=pixel_values)
+        return out.logits if "logits" in out else out.last_hidden_state  # PP-LCNet returns its logits so
 
 
 class BertHidden(nn.Module):
@@ -146,6 +175,10 @@ def zoo_cases() -> list[ModelCase]:
                   "transformers ResNet (basic blocks, 4 stages), 32x32"),
         ModelCase("model/zoo_efficientnet", _module("efficientnet"), list(image),
                   "transformers EfficientNet (squeeze-excite, swish, depthwise), 32x32"),
+        ModelCase("model/zoo_lcnet", _module("lcnet"), list(image),
+                  "transformers PP-LCNet (MobileNetV3-style: hardswish, squeeze-excite, depthwise 5x5), 32x32"),
+        ModelCase("model/zoo_hgnet", _module("hgnet"), list(image),
+                  "transformers HGNetV2 (fire-module-style fan-out and channel concat, max-pool branch), 32x32"),
         ModelCase("model/zoo_vit", _module("vit"), list(image),
                   "transformers ViT (2 layers, patch 8, GELU, layer norm), 32x32"),
         ModelCase("model/zoo_bert", _module("bert"),

@@ -1,7 +1,8 @@
 """Real architectures nobody here wrote, through every vendor plugin at its default precision and ``compare``.
 
 Architectures come from maintained libraries (``conformance/zoo.py``, also ``conform --suite zoo``):
-``transformers`` (ResNet, MobileNetV2, EfficientNet with its squeeze-excite and swish, ViT, BERT called with
+``transformers`` (ResNet, MobileNetV2, EfficientNet with its squeeze-excite and swish, PP-LCNet (MobileNetV3-style),
+HGNetV2 (SqueezeNet-style fan-out and concat), ViT, BERT called with
 ``input_ids`` / ``attention_mask`` keywords) and ``torch.nn`` (a 2-layer LSTM). Random weights, tiny configs,
 small inputs: CI time, not accuracy on data, is the limit; batch-norm statistics are re-estimated on random
 images so that activations have real ranges.

@@ -441,8 +441,8 @@ def test_the_zoo_suite_is_real_architectures_apart_from_all():
     from delegate_sdk.conformance.corpus import builtin_cases
 
     zoo = builtin_cases("zoo")
-    assert [c.id for c in zoo] == ["model/zoo_resnet", "model/zoo_efficientnet", "model/zoo_vit", "model/zoo_bert",
-                                   "model/zoo_lstm"]
+    assert [c.id for c in zoo] == ["model/zoo_resnet", "model/zoo_efficientnet", "model/zoo_lcnet", "model/zoo_hgnet",
+                                   "model/zoo_vit", "model/zoo_bert", "model/zoo_lstm"]
     assert not {c.id for c in builtin_cases("all")} & {c.id for c in zoo}
     bert = next(c for c in zoo if c.id == "model/zoo_bert").module()
     assert type(bert.model).__module__.startswith("transformers.")  # the library's class, not a copy
