@@ -113,10 +113,11 @@ def compile_partition(program: ExportedProgram, options: dict[str, Any],
     }
     info = {"target": target.accelerator, "system_config": target.system_config,
             "memory_mode": target.memory_mode, "precision": precision, "tosa_version": "1.0.0"}
-    blob = blobfmt.pack({"tosa": lowered.tosa, "vela_npz": v.npz, "ref_graph": quantized.ref_graph,
-                         "ref_consts": quantized.ref_consts}, info)
+    sections = {blobfmt.VELA: v.npz, blobfmt.REF_GRAPH: quantized.ref_graph,
+                blobfmt.REF_CONSTS: quantized.ref_consts}
     meta = {
         **info,
+        "sections": sorted(sections),
         "inputs": [io.to_json() for io in lowered.inputs],
         "outputs": [io.to_json() for io in lowered.outputs],
         "vela": vela_meta,
@@ -125,6 +126,6 @@ def compile_partition(program: ExportedProgram, options: dict[str, Any],
     }
     output_quant = [QuantParams(io.q.scale, io.q.zero_point, io.q.dtype) if io.q else None
                     for io in lowered.outputs]
-    return CompiledDelegate(blob=blob, format=blobfmt.FORMAT, format_version=blobfmt.FORMAT_VERSION, meta=meta,
-                            output_quant=output_quant, perf=perf, debug_map=lowered.debug_map,
-                            op_counts=lowered.op_counts)
+    return CompiledDelegate(blob=lowered.tosa, format=blobfmt.FORMAT, format_version=blobfmt.FORMAT_VERSION,
+                            meta=meta, output_quant=output_quant, perf=perf, debug_map=lowered.debug_map,
+                            op_counts=lowered.op_counts, sections=sections)

@@ -13,13 +13,6 @@ from delegate_sdk_arm_ethos import __version__
 from delegate_sdk_arm_ethos import blob as blobfmt
 from delegate_sdk_arm_ethos.options import OPTIONS
 
-# Ops the lowering handles better whole than decomposed (one CONV2D / one TABLE instead of several ops).
-KEEP_OPS = (
-    "aten.linear.default", "aten.hardswish.default", "aten.silu.default", "aten.hardsigmoid.default",
-    "aten.mish.default", "aten.softplus.default", "aten.celu.default", "aten.selu.default",
-    "aten.hardshrink.default", "aten.softshrink.default",
-)
-
 
 def _missing() -> list[str]:
     need = {"tosa_serializer": "tosa-tools", "tosa_reference_model": "tosa-tools", "ethosu.vela": "ethos-u-vela"}
@@ -36,6 +29,8 @@ def _missing() -> list[str]:
 
 @hookimpl
 def describe() -> BackendInfo:
+    from delegate_sdk_arm_ethos.rules import rules  # the claim table says which ops it keeps whole
+
     missing = _missing()
     return BackendInfo(
         name="arm_ethos",
@@ -44,8 +39,8 @@ def describe() -> BackendInfo:
         default_precision="int8",
         blob_format=blobfmt.FORMAT,
         blob_format_version=blobfmt.FORMAT_VERSION,
-        loadable_format_versions=(1, 1),
-        keep_ops=KEEP_OPS,
+        loadable_format_versions=blobfmt.LOADABLE_VERSIONS,
+        keep_ops=rules.keep_ops,
         options=OPTIONS,
         available=not missing,
         unavailable_reason=(f"{' and '.join(missing)} not installed: pip install delegate-sdk-arm-ethos"
@@ -79,10 +74,10 @@ def preprocess(program: ExportedProgram, options: dict[str, Any],
 
 
 @hookimpl
-def init(blob: bytes, meta: dict[str, Any], options: dict[str, Any]) -> Any:
+def init(blob: bytes, meta: dict[str, Any], options: dict[str, Any], sections: dict[str, bytes]) -> Any:
     from delegate_sdk_arm_ethos.runtime import load
 
-    return load(blob, meta)
+    return load(blob, meta, sections)
 
 
 @hookimpl
@@ -98,12 +93,20 @@ def destroy(handle: Any) -> None:
 
 
 @hookimpl
-def reference_execute(blob: bytes, meta: dict[str, Any], options: dict[str, Any],
-                      inputs: list[torch.Tensor]) -> list[torch.Tensor] | None:
+def reference_execute(blob: bytes, meta: dict[str, Any], options: dict[str, Any], inputs: list[torch.Tensor],
+                      sections: dict[str, bytes]) -> list[torch.Tensor] | None:
     """The partition's float graph with the blob's quantization applied (fake-quant), on eager PyTorch."""
     from delegate_sdk_arm_ethos import refgraph
 
-    sections, _ = blobfmt.unpack(blob)
-    if "ref_graph" not in sections:
+    _, parts = blobfmt.read(blob, meta, sections)
+    if blobfmt.REF_GRAPH not in parts or blobfmt.REF_CONSTS not in parts:
         return None
-    return refgraph.run(sections["ref_graph"], sections["ref_consts"], inputs)
+    return refgraph.run(parts[blobfmt.REF_GRAPH], parts[blobfmt.REF_CONSTS], inputs)
+
+
+@hookimpl
+def conformance_cases() -> list[Any]:
+    """Cases for the ops this plugin claims that the built-in corpus never reaches."""
+    from delegate_sdk_arm_ethos.conformance_cases import cases
+
+    return cases()

@@ -27,25 +27,27 @@ from delegate_sdk.support import (
     output_tensors,
 )
 from delegate_sdk.types import Claims, ReasonCode
-from delegate_sdk_arm_ethos.lowering import (
-    NOT_INT16_TABLE,
-    TABLE_OPS,
-    adaptive_stride,
-    bilinear_params,
-    mean_hw_as_pool,
+from delegate_sdk_arm_ethos.limits import (
+    AXIS_MAX,
+    CONV_MAX_KAREA,
+    CONV_MAX_KH,
+    CONV_MAX_WEIGHTS_PER_CHANNEL,
+    MAX_CHANNELS,
+    MAX_RANK,
+    MAX_STRIDE,
+    POOL_MAX_KAREA,
+    POOL_MAX_KH,
+    POOL_MAX_PADDED_KERNEL,
+    REDUCE_MAX_ELEMENTS,
+    RESIZE_MAX_FACTOR,
+    RESIZE_U55_FACTORS,
 )
+from delegate_sdk_arm_ethos.lowering import LOWERABLE_OPS
+from delegate_sdk_arm_ethos.lowering.data_movement import bilinear_params
+from delegate_sdk_arm_ethos.lowering.elementwise import COMPARISONS, LOGICAL
+from delegate_sdk_arm_ethos.lowering.pooling import adaptive_stride, mean_hw_as_pool
+from delegate_sdk_arm_ethos.lowering.tables import NOT_INT16_TABLE, TABLE_OPS
 from delegate_sdk_arm_ethos.options import Target, resolve
-
-MAX_RANK = 6  # TOSA level 8K
-MAX_CHANNELS = 65536
-CONV_MAX_KH = 64
-CONV_MAX_KAREA = 4096
-MAX_STRIDE = 3
-POOL_MAX_PADDED_KERNEL = 8
-POOL_MAX_KH = 256  # also in lowering.mean_hw_as_pool
-POOL_MAX_KAREA = 65536
-AXIS_MAX = 65536
-RESIZE_U55_FACTORS = (2, 4, 8)
 
 _QUANTIZES_ITSELF = "tensors are not supported: the plugin quantizes float32 activations itself"
 U55 = "Ethos-U55/U65"
@@ -161,8 +163,9 @@ def _weight_limits(cin_g: int, kh: int, kw: int, cout: int, cin: int) -> Reject 
         return Reject(ReasonCode.SHAPE, f"kernel height {kh} exceeds {CONV_MAX_KH}")
     if kh * kw > CONV_MAX_KAREA:
         return Reject(ReasonCode.SHAPE, f"kernel area {kh}x{kw} exceeds {CONV_MAX_KAREA}")
-    if cin_g * kh * kw > 65536:
-        return Reject(ReasonCode.SHAPE, f"{cin_g * kh * kw} weights per output channel exceed 65536 "
+    if cin_g * kh * kw > CONV_MAX_WEIGHTS_PER_CHANNEL:
+        return Reject(ReasonCode.SHAPE, f"{cin_g * kh * kw} weights per output channel exceed "
+                                        f"{CONV_MAX_WEIGHTS_PER_CHANNEL} "
                                         "(Vela: sum of absolute weights <= 127*65536)")
     return None
 
@@ -215,7 +218,7 @@ def _conv(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     return None
 
 
-@rules.op("aten.linear.default")
+@rules.op("aten.linear.default", keep_whole=True)  # one CONV2D instead of permute + addmm
 def _linear(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     w = node.args[1]
     b = arg(node, 2, "bias")
@@ -227,11 +230,9 @@ def _linear(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     return _weight_limits(k, 1, 1, oc, k)
 
 
-@rules.op("aten.addmm.default")
+@rules.op("aten.addmm.default", values={"beta": (1,), "alpha": (1,)})
 def _addmm(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     bias, a, w = node.args[:3]
-    if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
-        return Reject(ReasonCode.ATTR, "addmm with beta or alpha other than 1 is not supported")
     if not is_const(ctx, bias):
         return Reject(ReasonCode.CONSTANT, "addmm needs a constant bias")
     if not is_const(ctx, w) or is_const(ctx, a):
@@ -288,15 +289,12 @@ def _add(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     return None
 
 
-@rules.op("aten.mul.Tensor", "aten.mul.Scalar")
-def _mul(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    return None
+rules.ops("aten.mul.Tensor", "aten.mul.Scalar")
 
 
+# div.Tensor_mode (a rounding mode) is another overload, not in the table
 @rules.op("aten.div.Tensor", "aten.div.Scalar")
 def _div(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    if node.kwargs.get("rounding_mode") is not None:
-        return Reject(ReasonCode.ATTR, "division with a rounding mode is not supported")
     d = node.args[1]
     if isinstance(d, torch.fx.Node) and not is_const(ctx, d):
         return Reject(ReasonCode.CONSTANT, "division is supported by a constant only (TOSA INT has no "
@@ -314,9 +312,7 @@ def _minmax(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     return None
 
 
-@rules.op("aten.relu.default", "aten.relu6.default")
-def _relu(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    return None
+rules.ops("aten.relu.default", "aten.relu6.default")
 
 
 @rules.op("aten.hardtanh.default", "aten.clamp.default")
@@ -328,14 +324,23 @@ def _clamp(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     return None
 
 
-@rules.op(*sorted(TABLE_OPS))
+# one TABLE instead of the decomposition's several ops
+_KEPT_WHOLE_TABLES = ("aten.hardswish.default", "aten.silu.default", "aten.hardsigmoid.default",
+                      "aten.mish.default", "aten.softplus.default", "aten.celu.default", "aten.selu.default",
+                      "aten.hardshrink.default", "aten.softshrink.default")
+for _op in sorted(TABLE_OPS):
+    _fn = _op.split(".")[1]
+    rules.ops(_op, keep_whole=_op in _KEPT_WHOLE_TABLES, **({} if _op not in NOT_INT16_TABLE else {
+        "precisions": ("int8",),
+        "precision_reasons": {"a16w8": f"{_fn} has jumps or an unbounded slope, which the interpolated int16 "
+                                       "TABLE cannot follow; use int8"}}))
+
+
+@rules.check(*sorted(TABLE_OPS))
 def _table(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     if u55(ctx) and int16(ctx):
         return Reject(ReasonCode.PRECISION, f"{op_name(node).split('.')[1]} needs an int16 TABLE, which "
                                             f"{U55} does not support; use int8")
-    if int16(ctx) and op_name(node) in NOT_INT16_TABLE:
-        return Reject(ReasonCode.PRECISION, f"{op_name(node).split('.')[1]} has jumps or an unbounded slope, "
-                                            "which the interpolated int16 TABLE cannot follow; use int8")
     for a in (*node.args[1:], *node.kwargs.values()):
         if isinstance(a, torch.fx.Node):
             return Reject(ReasonCode.ATTR, "only elementwise functions with scalar parameters are supported")
@@ -369,8 +374,6 @@ def _pool_window(kernel: list[int], stride: list[int], padded: bool, batch: int)
 def _pool_geometry(node: torch.fx.Node, kernel: list[int], stride: list[int], padding: list[int]) -> tuple[
         bool, Reject | None]:
     xs, os_ = shape(node.args[0]), out_shape(node)
-    if len(xs) != 4:
-        return False, Reject(ReasonCode.RANK, "pooling needs a batched 4-D input")
     # padding actually applied: torch's, plus what ceil_mode adds at the bottom/right
     extra = [max(0, (o - 1) * s + k - i - p) for o, s, k, i, p in zip(os_[2:], stride, kernel, xs[2:], padding)]
     padded = any(padding) or any(extra)
@@ -379,31 +382,25 @@ def _pool_geometry(node: torch.fx.Node, kernel: list[int], stride: list[int], pa
     return padded, _pool_window(kernel, stride, padded, xs[0])
 
 
-@rules.op("aten.max_pool2d_with_indices.default", "aten.max_pool2d.default")
+@rules.op("aten.max_pool2d_with_indices.default", "aten.max_pool2d.default",
+          values={"dilation": (1, [1], [1, 1])}, ranks={"self": (4, 4)})
 def _max_pool(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     if op_name(node) == "aten.max_pool2d_with_indices.default" and _extra_outputs_used(node):
         return Reject(ReasonCode.ATTR, "max pooling indices are not supported")
     kernel = pair(node.args[1])
     stride = pair(arg(node, 2, "stride") or kernel)
     padding = pair(arg(node, 3, "padding", 0))
-    dilation = pair(arg(node, 4, "dilation", 1))
-    if dilation != [1, 1]:
-        return Reject(ReasonCode.ATTR, "dilated max pooling is not supported")
     return _pool_geometry(node, kernel, stride, padding)[1]
 
 
-@rules.op("aten.avg_pool2d.default")
+@rules.op("aten.avg_pool2d.default", values={"divisor_override": (None,)}, ranks={"self": (4, 4)})
 def _avg_pool(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     kernel = pair(node.args[1])
     stride = pair(arg(node, 2, "stride") or kernel)
     padding = pair(arg(node, 3, "padding", 0))
     ceil_mode = arg(node, 4, "ceil_mode", False)
     count_include_pad = arg(node, 5, "count_include_pad", True)
-    if arg(node, 6, "divisor_override") is not None:
-        return Reject(ReasonCode.ATTR, "divisor_override is not supported")
     xs, os_ = shape(node.args[0]), out_shape(node)
-    if len(xs) != 4:
-        return Reject(ReasonCode.RANK, "pooling needs a batched 4-D input")
     if ceil_mode:
         floor_out = [(i + 2 * p - k) // s + 1 for i, p, k, s in zip(xs[2:], padding, kernel, stride)]
         if list(os_[2:]) != floor_out:
@@ -436,15 +433,14 @@ def _reduce_limits(xs: tuple[int, ...], dims: list[int]) -> Reject | None:
     return None
 
 
-@rules.op("aten.mean.dim", "aten.sum.dim_IntList", "aten.mean.default", "aten.sum.default")
+@rules.op("aten.mean.dim", "aten.sum.dim_IntList", "aten.mean.default", "aten.sum.default",
+          values={"dtype": (None,)})
 def _mean(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    if node.kwargs.get("dtype") is not None:
-        return Reject(ReasonCode.DTYPE, "reductions with a dtype argument are not supported")
     xs = shape(node.args[0])
     dims = _reduce_dims(node)
     if op_name(node) == "aten.mean.dim" and mean_hw_as_pool(xs, dims):
         return None
-    if math.prod(xs[d] for d in dims) > 2**23:
+    if math.prod(xs[d] for d in dims) > REDUCE_MAX_ELEMENTS:
         return Reject(ReasonCode.SHAPE, "reduction over more than 2**23 elements may overflow int32")
     return _reduce_limits(xs, dims)
 
@@ -463,13 +459,11 @@ def _max_dim(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     return _reduce_limits(xs, [d])
 
 
-@rules.op("aten._adaptive_avg_pool2d.default", "aten.adaptive_max_pool2d.default")
+@rules.op("aten._adaptive_avg_pool2d.default", "aten.adaptive_max_pool2d.default", ranks={"self": (4, 4)})
 def _adaptive_pool(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     if _extra_outputs_used(node):
         return Reject(ReasonCode.ATTR, "adaptive max pooling indices are not supported")
     xs, os_ = shape(node.args[0]), out_shape(node)
-    if len(xs) != 4:
-        return Reject(ReasonCode.RANK, "adaptive pooling needs a batched 4-D input")
     if xs[2] % os_[2] or xs[3] % os_[3]:
         return Reject(ReasonCode.SHAPE, f"adaptive pooling {xs[2:]} -> {os_[2:]} needs uniform windows "
                                         "(input divisible by output)")
@@ -478,14 +472,6 @@ def _adaptive_pool(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
 
 
 # ------------------------------------------------------------ data movement
-rules.supported("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default",
-                "aten.unsqueeze.default", "aten.squeeze.default", "aten.squeeze.dim", "aten.squeeze.dims",
-                "aten.flatten.using_ints", "aten.view_copy.default", "aten.clone.default", "aten.alias.default",
-                "aten.detach.default", "aten.contiguous.default", "aten.lift_fresh_copy.default",
-                "aten.select.int", "aten.expand.default", "aten.repeat.default",
-                "aten.split_with_sizes.default", "aten.split.Tensor")
-
-
 @rules.op("aten._to_copy.default")
 def _to_copy(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     ins, outs = input_tensors(node), output_tensors(node)
@@ -535,14 +521,9 @@ def _pad(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     return None
 
 
-rules.supported("aten.flip.default")  # any dim: lowered as REVERSE along H of a [pre, n, 1, post] view
-
-
-@rules.op("aten.upsample_nearest2d.vec")
+@rules.op("aten.upsample_nearest2d.vec", ranks={"input": (4, 4)})
 def _upsample_nearest(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     xs, os_ = shape(node.args[0]), out_shape(node)
-    if len(xs) != 4:
-        return Reject(ReasonCode.RANK, "upsampling needs a 4-D input")
     if u55(ctx) and xs[0] != 1:
         return Reject(ReasonCode.SHAPE, f"resize needs batch 1 on {U55} (Vela lowers it through pooling)")
     factors = []
@@ -553,18 +534,16 @@ def _upsample_nearest(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     if u55(ctx) and any(f not in RESIZE_U55_FACTORS for f in factors):
         return Reject(ReasonCode.ATTR, f"nearest upscale {tuple(factors)} is not supported on {U55} "
                                        f"(each factor 2, 4 or 8)")
-    if any(f > 64 for f in factors):
+    if any(f > RESIZE_MAX_FACTOR for f in factors):
         return Reject(ReasonCode.ATTR, f"nearest upscale {tuple(factors)} is too large")
     return None
 
 
-@rules.op("aten._native_batch_norm_legit_no_training.default")
+@rules.op("aten._native_batch_norm_legit_no_training.default", ranks={"input": (2, MAX_RANK)})
 def _batch_norm(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     for a in node.args[1:5]:
         if a is not None and not is_const(ctx, a):
             return Reject(ReasonCode.CONSTANT, "batch norm parameters must be constants")
-    if len(shape(node.args[0])) < 2:
-        return Reject(ReasonCode.RANK, "batch norm needs a channel dimension")
     for user in node.users:
         if user.target is operator.getitem and user.args[1] != 0 and user.users:
             return Reject(ReasonCode.ATTR, "batch norm statistics outputs are not supported")
@@ -572,12 +551,6 @@ def _batch_norm(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
 
 
 # ------------------------------------- U85 only: comparisons, where, bool logic
-COMPARISONS = tuple(f"aten.{k}.{o}" for k in ("gt", "ge", "lt", "le", "eq", "ne") for o in ("Tensor", "Scalar"))
-LOGICAL = ("aten.logical_and.default", "aten.logical_or.default", "aten.logical_xor.default",
-           "aten.logical_not.default", "aten.bitwise_and.Tensor", "aten.bitwise_or.Tensor",
-           "aten.bitwise_xor.Tensor", "aten.bitwise_not.default")
-
-
 @rules.op(*COMPARISONS)
 def _compare(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     if u55(ctx):
@@ -587,12 +560,10 @@ def _compare(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     return None
 
 
-@rules.op(*LOGICAL)
+@rules.op(*LOGICAL, dtypes=("bool",))
 def _logical(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     if u55(ctx):
         return Reject(ReasonCode.OP, f"logical and bitwise operators cannot run on {U55}")
-    if any(t.dtype != torch.bool for t in input_tensors(node)):
-        return Reject(ReasonCode.DTYPE, "logical and bitwise operators are supported on bool tensors only")
     return None
 
 
@@ -603,13 +574,11 @@ def _where(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     return None
 
 
-@rules.op("aten.upsample_bilinear2d.vec")
+@rules.op("aten.upsample_bilinear2d.vec", ranks={"input": (4, 4)})
 def _upsample_bilinear(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     if u55(ctx):
         return Reject(ReasonCode.OP, f"bilinear resize cannot run on {U55}")
     xs, os_ = shape(node.args[0]), out_shape(node)
-    if len(xs) != 4:
-        return Reject(ReasonCode.RANK, "upsampling needs a 4-D input")
     align = bool(node.args[2]) if len(node.args) > 2 else False
     for i, o in zip(xs[2:], os_[2:]):
         n, d, off, border = bilinear_params(i, o, align)
@@ -619,39 +588,32 @@ def _upsample_bilinear(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     return None
 
 
-_U55_ONLY_REASONS = {
-    "gather/index/scatter": ("aten.gather.default", "aten.index.Tensor", "aten.index_select.default",
-                             "aten.embedding.default", "aten.scatter.src", "aten.scatter.value",
-                             "aten.index_put.default"),
-}
-_NOT_YET = "is not lowered by this plugin yet"
+# gather / index / scatter take int64 indices; the U85 could run them, the U55/U65 never
+for _op in ("aten.gather.default", "aten.index.Tensor", "aten.index_select.default", "aten.embedding.default",
+            "aten.scatter.src", "aten.scatter.value", "aten.index_put.default"):
+    rules.refuse(_op, code=ReasonCode.OP, message=f"{_op} is not lowered by this plugin yet (gather/index/scatter "
+                                                  f"operators cannot run on {U55} at all)")
 
 
-def _u55_refusal(kind: str):  # noqa: ANN202 - rule factory
-    def rule(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-        if u55(ctx):
-            return Reject(ReasonCode.OP, f"{kind} operators cannot run on {U55}")
-        return Reject(ReasonCode.OP, f"{op_name(node)} {_NOT_YET}")
-
-    return rule
-
-
-for _kind, _ops in _U55_ONLY_REASONS.items():
-    rules.op(*_ops)(_u55_refusal(_kind))
-
-
-@rules.op("aten._softmax.default")
+@rules.op("aten._softmax.default", values={"half_to_float": (False,)}, precisions=("int8",),
+          precision_reasons={"a16w8": "softmax is int8 only (an interpolated int16 exp table is off by several "
+                                      "int16 steps)"})
 def _softmax(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    if node.args[2]:
-        return Reject(ReasonCode.DTYPE, "softmax with half_to_float is not supported")
-    if int16(ctx):
-        return Reject(ReasonCode.PRECISION, "softmax is int8 only (an interpolated int16 exp table is off by "
-                                            "several int16 steps)")
     xs = shape(node.args[0])
     d = node.args[1] + len(xs) if node.args[1] < 0 else node.args[1]
     if xs and xs[d] > AXIS_MAX:
         return Reject(ReasonCode.SHAPE, f"softmax over {xs[d]} elements exceeds {AXIS_MAX}")
     return None
+
+
+# Every other op the lowering registers (reshapes, clones, select, expand, repeat, split, flip: any dim, as
+# REVERSE along H of a [pre, n, 1, post] view) needs nothing beyond the limits.
+rules.supported(*(op for op in LOWERABLE_OPS if rules.spec(op) is None))
+
+
+def unlowerable_claims() -> list[str]:
+    """Ops the table can take that have no lowering (a claim preprocess could not honour): must be empty."""
+    return sorted(op for op in rules.op_names if rules.spec(op).refusal is None and op not in LOWERABLE_OPS)
 
 
 def claim(program: Any, nodes: list[torch.fx.Node], options: dict[str, Any]) -> Claims:

@@ -56,13 +56,11 @@ def _relabel_for_reference_model(tosa: bytes) -> bytes:
     return bytes(buf)
 
 
-def load(blob: bytes, meta: dict[str, Any]) -> Handle:
-    sections, info = blobfmt.unpack(blob)
-    if "tosa" not in sections:
-        raise blobfmt.BlobError("blob has no TOSA graph")
+def load(blob: bytes, meta: dict[str, Any], sections: dict[str, bytes]) -> Handle:
+    tosa, _ = blobfmt.read(blob, meta, sections)
     inputs = [IOInfo.from_json(d) for d in meta["inputs"]]
     outputs = [IOInfo.from_json(d) for d in meta["outputs"]]
-    return Handle(_relabel_for_reference_model(sections["tosa"]), inputs, outputs, str(info.get("target", "")))
+    return Handle(_relabel_for_reference_model(tosa), inputs, outputs, str(meta.get("target", "")))
 
 
 def _to_tosa_input(t: torch.Tensor, io: IOInfo) -> np.ndarray:

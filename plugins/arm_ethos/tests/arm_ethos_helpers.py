@@ -1,5 +1,6 @@
-"""Helpers shared by the arm_ethos test modules (a uniquely named module: ``conftest`` is ambiguous when
-several plugins' tests run in one pytest session)."""
+"""What the arm_ethos tests need beyond the plugin kit (``delegate_sdk.testing``): hook options, calibration
+samples, and whole-module runs on the TOSA reference model compared with eager and the fake-quant reference.
+(A uniquely named module: ``conftest`` is ambiguous when several plugins' tests run in one pytest session.)"""
 
 from __future__ import annotations
 
@@ -8,30 +9,15 @@ from typing import Any
 
 import torch
 
+from delegate_sdk import testing
+
+BACKEND = "arm_ethos"
 TARGET_DEFAULTS = {"system_config": "auto", "memory_mode": "auto"}
 
 
-def export(module: torch.nn.Module, args: tuple[Any, ...]) -> torch.export.ExportedProgram:
-    """What preprocess receives when the whole module is one partition (plugin keep_ops honoured)."""
-    from delegate_sdk.capture import resolve_op
-    from delegate_sdk_arm_ethos.plugin import KEEP_OPS
-
-    table = torch.export.default_decompositions()
-    for name in KEEP_OPS:
-        table.pop(resolve_op(name), None)
-    return torch.export.export(module.eval(), args).run_decompositions(table)
-
-
 def options(target: str = "ethos-u55-128", precision: str = "int8", **kw: Any) -> dict[str, Any]:
+    """Options as a hook receives them, for calling the plugin's hooks directly."""
     return {"precision": precision, "target": target, **TARGET_DEFAULTS, **kw}
-
-
-def candidates(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
-    import operator
-
-    # like the core: no getitem (follows its producer), no host-side assertions (no tensor value)
-    return [n for n in ep.graph.nodes if n.op == "call_function" and n.target is not operator.getitem
-            and n.meta.get("val") is not None]
 
 
 def calibration(args: tuple[Any, ...], n: int = 6, seed: int = 0) -> list[tuple[Any, ...]]:
@@ -54,12 +40,11 @@ class OpResult:
 def run_on_reference_model(module: torch.nn.Module, args: tuple[Any, ...], precision: str = "int8",
                            calib: list[tuple[Any, ...]] | None = None, target: str = "ethos-u55-128") -> OpResult:
     """Claim, quantize + lower the whole module, run it on the TOSA reference model, compare with eager."""
-    from delegate_sdk_arm_ethos import plugin, refgraph, runtime
+    from delegate_sdk_arm_ethos import refgraph, runtime
     from delegate_sdk_arm_ethos.compiler import quantize_and_lower
 
-    ep = export(module, args)
-    claims = plugin.claim(ep, candidates(ep), options(target, precision))
-    qz = quantize_and_lower(ep, precision, calib or calibration(args))
+    claimed = testing.claim(BACKEND, module, args, target=target, precision=precision)
+    qz = quantize_and_lower(claimed.program, precision, calib or calibration(args))
     low = qz.lowered
     handle = runtime.Handle(runtime._relabel_for_reference_model(low.tosa), low.inputs, low.outputs, "")
     outs = runtime.run(handle, list(args))
@@ -76,4 +61,4 @@ def run_on_reference_model(module: torch.nn.Module, args: tuple[Any, ...], preci
         e1 = max(e1, float((o - r).abs().max()) / io.q.scale)
         e2 = max(e2, float((o - f).abs().max()) / io.q.scale)
         e3 = max(e3, float((f - r).abs().max()) / io.q.scale)
-    return OpResult(e1, e2, e3, dict(low.op_counts), low.tosa, claims.refused)
+    return OpResult(e1, e2, e3, dict(low.op_counts), low.tosa, claimed.claims.refused)

@@ -115,27 +115,15 @@ def test_preprocess_prints_nothing(exported, opts, capfd):
     cd = plugin.preprocess(ep, opts("ethos-u85-256"), [(torch.randn(1, 2, 6, 6),)])
     out, err = capfd.readouterr()
     assert out == "" and err == ""
-    h = plugin.init(cd.blob, cd.meta, opts("ethos-u85-256"))
+    h = plugin.init(cd.blob, cd.meta, opts("ethos-u85-256"), cd.sections)
     y = plugin.execute(h, [torch.randn(1, 2, 6, 6).transpose(2, 3)])  # non-contiguous input
     assert y[0].shape == (1, 4, 4, 4) and y[0].dtype == torch.float32
     out, err = capfd.readouterr()
     assert out == "" and err == ""
-    ref = plugin.reference_execute(cd.blob, cd.meta, opts("ethos-u85-256"), [torch.ones(1, 2, 6, 6)])
+    ref = plugin.reference_execute(cd.blob, cd.meta, opts("ethos-u85-256"), [torch.ones(1, 2, 6, 6)], cd.sections)
     got = plugin.execute(h, [torch.ones(1, 2, 6, 6)])
     assert float((ref[0] - got[0]).abs().max()) <= cd.output_quant[0].scale * 1.001
     plugin.destroy(h)
-
-
-def test_blob_errors_are_clear():
-    good = blobfmt.pack({"tosa": b"x" * 10}, {"target": "ethos-u55-128"})
-    sections, info = blobfmt.unpack(good)
-    assert sections["tosa"] == b"x" * 10 and info["target"] == "ethos-u55-128"
-    with pytest.raises(blobfmt.BlobError, match="magic"):
-        blobfmt.unpack(b"NOTABLOB" + good[8:])
-    with pytest.raises(blobfmt.BlobError, match="truncated"):
-        blobfmt.unpack(good[:-3])
-    with pytest.raises(blobfmt.BlobError, match="version"):
-        blobfmt.unpack(good[:8] + (99).to_bytes(4, "little") + good[12:])
 
 
 def test_describe():

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from arm_ethos_cases import Fn
 
-from delegate_sdk import ReasonCode
+from delegate_sdk import ReasonCode, testing
 from delegate_sdk_arm_ethos import plugin
 
 U55, U65, U85 = "ethos-u55-128", "ethos-u65-256", "ethos-u85-256"
@@ -16,12 +16,10 @@ U55, U65, U85 = "ethos-u55-128", "ethos-u65-256", "ethos-u85-256"
 
 def _refusal(claim_all, module, args, **kw):
     c = claim_all(module, args, **kw)
-    return {r.node: r for r in c.refused}, set(c.claimed)
+    return c.refused, set(c.claimed)
 
 
-def test_every_candidate_answered_once(claim_all, exported, opts):
-    from arm_ethos_helpers import candidates
-
+def test_every_candidate_answered_once(exported, opts):
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
@@ -34,7 +32,7 @@ def test_every_candidate_answered_once(claim_all, exported, opts):
 
     args = (torch.randn(1, 3, 8, 8), torch.tensor([1, 2]))
     ep = exported(Net(), args)
-    nodes = candidates(ep)
+    nodes = testing.candidates(ep)
     c = plugin.claim(ep, nodes, opts(U55))
     answered = list(c.claimed) + [r.node for r in c.refused]
     assert sorted(answered) == sorted(n.name for n in nodes)
@@ -112,11 +110,12 @@ def test_a16w8_precision_rules(claim_all, target):
         assert not refused
 
 
-def test_inconsistent_options_refuse_everything(claim_all):
-    refused, claimed = _refusal(claim_all, nn.Linear(4, 4), (torch.randn(2, 4),), target=U55,
-                                memory_mode="Dedicated_Sram")
-    assert not claimed
-    assert all(r.code == ReasonCode.ATTR and "memory_mode" in r.message for r in refused.values())
+def test_inconsistent_options_refuse_everything(exported, opts):
+    """The core rejects such options before claim (validate_options); claim called anyway refuses every node."""
+    ep = exported(nn.Linear(4, 4), (torch.randn(2, 4),))
+    c = plugin.claim(ep, testing.candidates(ep), opts(U55, memory_mode="Dedicated_Sram"))
+    assert not c.claimed and c.refused
+    assert all(r.code == ReasonCode.ATTR and "memory_mode" in r.message for r in c.refused)
 
 
 def test_weights_computed_from_constants_count_as_constant(claim_all):
@@ -138,7 +137,19 @@ def test_a16w8_table_functions(claim_all):
     assert not _refusal(claim_all, smooth, (torch.randn(4, 8),), target=U85, precision="a16w8")[0]
     rough = Fn(lambda a: torch.floor(a) + torch.sqrt(a.abs()))
     refused, _ = _refusal(claim_all, rough, (torch.randn(4, 8),), target=U85, precision="a16w8")
-    assert {r.code for r in refused.values()} == {ReasonCode.PRECISION} and len(refused) == 2
+    # the table row's per-precision reason: at a quantized precision, the op does not survive quantization
+    assert {r.code for r in refused.values()} == {ReasonCode.QUANT} and len(refused) == 2
+    assert all("interpolated int16 TABLE" in r.message for r in refused.values())
     softmax = Fn(lambda a: torch.softmax(a, -1))
     assert _refusal(claim_all, softmax, (torch.randn(4, 8),), target=U85, precision="a16w8")[0]
     assert not _refusal(claim_all, softmax, (torch.randn(4, 8),), target=U85, precision="int8")[0]
+
+
+def test_claim_table_and_lowering_agree():
+    """The table takes no op without a registered lowering, and declares every op the lowering registers."""
+    from delegate_sdk_arm_ethos.lowering import LOWERABLE_OPS
+    from delegate_sdk_arm_ethos.rules import rules, unlowerable_claims
+
+    assert unlowerable_claims() == []
+    assert set(LOWERABLE_OPS) <= set(rules.op_names)
+    assert set(rules.keep_ops) == set(plugin.describe().keep_ops) and "aten.linear.default" in rules.keep_ops

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from arm_ethos_cases import Fn, cases, u85_cases
 
+from delegate_sdk import testing
 from delegate_sdk_arm_ethos import plugin
 from delegate_sdk_arm_ethos.compiler import quantize_and_lower
 from delegate_sdk_arm_ethos.options import resolve
@@ -31,11 +32,11 @@ def _compile(ep, target: str, precision: str, calib):
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_claimed_op_compiles_with_vela(name, target, exported, opts):
-    from arm_ethos_helpers import calibration, candidates
+    from arm_ethos_helpers import calibration
 
     module, args = CASES[name]
     ep = exported(module, args)
-    claims = plugin.claim(ep, candidates(ep), opts(target))
+    claims = plugin.claim(ep, testing.candidates(ep), opts(target))
     assert not claims.refused, claims.refused
     v = _compile(ep, target, "int8", calibration(args))
     assert v.cpu_ops == 0 and v.npu_ops and v.npu_ops > 0
@@ -52,11 +53,11 @@ A16W8 = ["conv2d", "conv2d_depthwise", "linear", "batch_norm", "add", "mul", "re
 @pytest.mark.parametrize("name", A16W8)
 def test_a16w8_claims_match_vela(name, target, exported, opts):
     """At a16w8, whatever the rules claim compiles; whatever they refuse, Vela refuses too."""
-    from arm_ethos_helpers import calibration, candidates
+    from arm_ethos_helpers import calibration
 
     module, args = CASES[name]
     ep = exported(module, args)
-    claims = plugin.claim(ep, candidates(ep), opts(target, "a16w8"))
+    claims = plugin.claim(ep, testing.candidates(ep), opts(target, "a16w8"))
     if claims.refused:
         if name in ("sigmoid", "softmax"):  # Vela 5.2 compiles int16 TABLE but documents it unsupported on U55
             return
@@ -81,28 +82,28 @@ REFUSED_ON_U55 = {
 @pytest.mark.parametrize("name", sorted(REFUSED_ON_U55))
 def test_u55_refusals_are_real(name, exported, opts):
     """Lowered anyway, these fail in Vela for ethos-u55-128 and compile for ethos-u85-256."""
-    from arm_ethos_helpers import calibration, candidates
+    from arm_ethos_helpers import calibration
 
     module, args = REFUSED_ON_U55[name]
     ep = exported(module, args)
-    refused = plugin.claim(ep, candidates(ep), opts("ethos-u55-128")).refused
+    refused = plugin.claim(ep, testing.candidates(ep), opts("ethos-u55-128")).refused
     assert refused and refused[0].code.value in ("attr", "shape")
     with pytest.raises(VelaError, match="could not run on NPU"):
         _compile(ep, "ethos-u55-128", "int8", calibration(args))
     if name == "avg_pool_padded_9x9" or name == "depthwise_stride4":
         return  # also outside the documented limits the rules apply to every target
-    assert not plugin.claim(ep, candidates(ep), opts("ethos-u85-256")).refused
+    assert not plugin.claim(ep, testing.candidates(ep), opts("ethos-u85-256")).refused
     assert _compile(ep, "ethos-u85-256", "int8", calibration(args)).cpu_ops == 0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(u85_cases()))
 def test_u85_only_ops_compile_and_are_refused_on_u55(name, exported, opts):
-    from arm_ethos_helpers import calibration, candidates
+    from arm_ethos_helpers import calibration
 
     module, args = u85_cases()[name]
     ep = exported(module, args)
-    assert not plugin.claim(ep, candidates(ep), opts("ethos-u85-256")).refused
+    assert not plugin.claim(ep, testing.candidates(ep), opts("ethos-u85-256")).refused
     assert _compile(ep, "ethos-u85-256", "int8", calibration(args)).cpu_ops == 0
-    refused = plugin.claim(ep, candidates(ep), opts("ethos-u55-128")).refused
+    refused = plugin.claim(ep, testing.candidates(ep), opts("ethos-u55-128")).refused
     assert refused and all(r.code.value in ("op", "dtype") for r in refused)
