@@ -21,7 +21,9 @@ from delegate_sdk import CompiledDelegate
 from delegate_sdk.errors import brief
 from delegate_sdk_coreml import package
 from delegate_sdk_coreml._quiet import import_coremltools, quiet
-from delegate_sdk_coreml.mil_interpreter import Interpreter, MILError, MILProgram, UnsupportedMILOpError
+from delegate_sdk_coreml.mil_errors import MILError, UnsupportedMILOpError
+from delegate_sdk_coreml.mil_interpreter import Interpreter
+from delegate_sdk_coreml.mil_reader import MILProgram
 from delegate_sdk_coreml.options import OPSET_OF_TARGET
 
 log = logging.getLogger(__name__)

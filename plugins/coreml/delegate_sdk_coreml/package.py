@@ -16,7 +16,8 @@ import uuid
 import zipfile
 from pathlib import Path
 
-from delegate_sdk_coreml.mil_interpreter import MILError, proto_module
+from delegate_sdk_coreml.mil_errors import MILError
+from delegate_sdk_coreml.mil_reader import proto_module
 
 PACKAGE_DIR = "model.mlpackage"
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)

@@ -11,7 +11,11 @@ from torch.export import ExportedProgram
 
 from delegate_sdk import BackendInfo, Claims, CompiledDelegate, hookimpl
 from delegate_sdk_coreml import __version__, rules, runtime
-from delegate_sdk_coreml.compiler import BLOB_FORMAT, BLOB_FORMAT_VERSION, compile_program
+from delegate_sdk_coreml.compiler import (
+    BLOB_FORMAT,
+    BLOB_FORMAT_VERSION,
+    compile_program,
+)
 from delegate_sdk_coreml.options import DEFAULT_PRECISION, OPTIONS, PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -55,8 +59,7 @@ def describe() -> BackendInfo:
 
 @hookimpl
 def claim(program: ExportedProgram, nodes: list[torch.fx.Node], options: dict[str, Any]) -> Claims:
-    return rules.claim(program, nodes, options, runtime_ops=runtime.host_runtime_ops(),
-                       runtime_name="Core ML" if runtime.host_runtime() == "coreml" else "numpy MIL interpreter")
+    return rules.table.claim(program, nodes, options)
 
 
 @hookimpl
@@ -78,3 +81,10 @@ def execute(handle: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
 @hookimpl
 def destroy(handle: Any) -> None:
     runtime.close(handle)
+
+
+@hookimpl
+def conformance_cases() -> list[Any]:
+    from delegate_sdk_coreml.conformance_cases import cases
+
+    return cases()

@@ -1,12 +1,14 @@
-"""Support rules (the ``claim`` hook) of the Core ML backend.
+"""Support rules (the ``claim`` hook) of the Core ML backend: one core claim table, :data:`table`.
 
 Three sources decide whether a node is claimed:
 
-1. coremltools' own converter registry: an ATen op with no converter is refused
-   (``op``), named the way coremltools looks it up.
-2. The table :data:`ATEN_TO_MIL` of ATen ops this plugin has verified against
-   eager PyTorch, each with the MIL ops its conversion can produce, plus rules
-   for arguments coremltools converts wrongly or not at all (``attr``).
+1. The table's rows: the ATen ops of :data:`ATEN_TO_MIL`, which this plugin has
+   verified against eager PyTorch (each with the MIL ops its conversion can
+   produce), with the argument values coremltools converts correctly; ops it
+   converts wrongly, and random ops, are rows that always refuse, with the reason.
+2. coremltools' own converter registry, for ops outside the table: with no
+   converter the refusal says so (``op``), naming the op the way coremltools
+   looks it up; with one it says the op is not verified here.
 3. The host runtime: off macOS the numpy MIL interpreter runs the program, so
    an op whose conversion needs a MIL op the interpreter lacks is refused
    (``runtime``) instead of failing when the model runs.
@@ -18,29 +20,29 @@ import functools
 import logging
 import math
 import operator
-from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.export import ExportedProgram
 
-from delegate_sdk import Claims, ReasonCode
+from delegate_sdk import ReasonCode
 from delegate_sdk.support import (
     ClaimTable,
     NodeLimits,
     Reject,
     RuleContext,
+    arguments,
     input_tensors,
     op_name,
     output_tensors,
 )
+from delegate_sdk_coreml import runtime
 
 log = logging.getLogger(__name__)
 
 MAX_RANK = 5
 
-#: ops the core should keep whole: decomposed, pixel (un)shuffle goes through a rank-6 view Core ML cannot hold,
-#: while coremltools converts the whole op to MIL pixel_shuffle / pixel_unshuffle
-KEEP_OPS = ("aten.pixel_shuffle.default", "aten.pixel_unshuffle.default")
 SUPPORTED_DTYPES = frozenset({"float32", "float16", "int32", "int64", "bool"})
 
 _CMP = ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal")
@@ -223,121 +225,96 @@ KNOWN_WRONG: dict[str, str] = {
     "aten.asinh.default": "coremltools' asinh converter calls a MIL op that does not exist (conversion fails)",
 }
 
-rules = ClaimTable("Core ML", NodeLimits(dtypes=tuple(sorted(SUPPORTED_DTYPES)), max_rank=MAX_RANK,
+table = ClaimTable("Core ML", NodeLimits(dtypes=tuple(sorted(SUPPORTED_DTYPES)), max_rank=MAX_RANK,
                                         static_shapes=True, zero_size=False))
 
+# --- rows whose arguments coremltools converts wrongly or not at all: only the values it gets right
 
-# --- per-op rules (conversions coremltools gets wrong or fails on)
+table.ops("aten.add.Tensor", "aten.sub.Tensor", values={"alpha": (1,)})  # coremltools ignores alpha
+table.ops("aten.gelu.default", values={"approximate": ("none",)})  # tanh is converted as exact gelu
+table.ops("aten.elu.default", values={"scale": (1,), "input_scale": (1,)})  # selu/celu: the scales are ignored
+table.ops("aten.max_pool2d_with_indices.default", values={"dilation": ([1, 1], [1])})  # MIL max_pool: no dilation
+table.ops("aten.max_pool3d_with_indices.default", values={"dilation": ([1, 1, 1], [1])})
+table.ops("aten.avg_pool2d.default", "aten.avg_pool3d.default", values={"divisor_override": (None,)})
+table.ops("aten.linalg_vector_norm.default", values={"ord": (1, 2, math.inf, -math.inf)})
+table.ops("aten.index_put.default", values={"accumulate": (False,)})
+table.ops("aten.bitwise_and.Tensor", "aten.bitwise_not.default", dtypes=("bool",))  # converted as logical ops
+# decomposed, pixel (un)shuffle goes through a rank-6 view Core ML cannot hold; whole, it is MIL pixel_shuffle
+table.ops("aten.pixel_shuffle.default", "aten.pixel_unshuffle.default", keep_whole=True)
+table.supported(*ATEN_TO_MIL)
+
+KEEP_OPS = table.keep_ops
+
+# --- rows that always refuse: ops whose conversion is wrong, or whose result is random
+
+for _name in sorted(RANDOM_OPS):
+    table.refuse(_name, code=ReasonCode.OP,
+                 message=f"{_name} samples random numbers; Core ML cannot reproduce PyTorch's generator")
+for _name, _why in KNOWN_WRONG.items():
+    table.refuse(_name, code=ReasonCode.OP, message=_why)
+# export drops dropout in eval mode, so a captured native_dropout is training-mode (random)
+table.refuse("aten.native_dropout.default", code=ReasonCode.ATTR,
+             message="dropout in training mode is random; coremltools converts it to identity")
+table.refuse("aten._assert_tensor_metadata.default", code=ReasonCode.OP,
+             message="a metadata assertion has no output to compute; it stays on the host")
 
 
-def _arg(node: torch.fx.Node, index: int, name: str, default: Any = None) -> Any:
-    if len(node.args) > index:
-        return node.args[index]
-    return node.kwargs.get(name, default)
+# --- checks no row parameter expresses
 
 
-@rules.op("aten.add.Tensor", "aten.sub.Tensor")
-def _alpha(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    alpha = _arg(node, 2, "alpha", 1)
-    if alpha != 1:
-        sign = "+" if node.target == torch.ops.aten.add.Tensor else "-"
-        return Reject(ReasonCode.ATTR, f"alpha={alpha}: coremltools ignores alpha (computes x {sign} y)")
+_NEEDS_DIM = {
+    "aten.argmax.default": "argmax/argmin without dim (over the flattened tensor) is converted along the last axis "
+                           "by coremltools",
+    "aten.argmin.default": "argmax/argmin without dim (over the flattened tensor) is converted along the last axis "
+                           "by coremltools",
+    "aten.linalg_vector_norm.default": "vector norm without dim (over the flattened tensor) is not verified for "
+                                       "Core ML",
+}
+
+
+@table.check(*_NEEDS_DIM)
+def _dim_given(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    if arguments(node)["dim"] is None:
+        return Reject(ReasonCode.ATTR, _NEEDS_DIM[op_name(node)])
     return None
 
 
-@rules.op("aten.argmax.default", "aten.argmin.default")
-def _arg_dim(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    if _arg(node, 1, "dim") is None:
-        return Reject(ReasonCode.ATTR, "argmax/argmin without dim (over the flattened tensor) is converted along the "
-                                       "last axis by coremltools")
+@table.check("aten.max_pool2d_with_indices.default", "aten.max_pool3d_with_indices.default",
+             "aten.adaptive_max_pool2d.default")
+def _pool_indices_unused(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    # any reader of the indices, even an unused getitem: coremltools would have to produce them
+    if any(user.target is operator.getitem and user.args[1] != 0 for user in node.users):
+        return Reject(ReasonCode.ATTR, "max pool indices are used: Core ML max_pool does not return indices")
     return None
 
 
-@rules.op("aten.gelu.default")
-def _gelu(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    approx = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
-    if approx != "none":
-        return Reject(ReasonCode.ATTR, f"gelu approximate={approx!r} is converted as exact gelu by coremltools")
-    return None
-
-
-@rules.op("aten.elu.default")
-def _elu(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    scale, input_scale = _arg(node, 2, "scale", 1), _arg(node, 3, "input_scale", 1)
-    if scale != 1 or input_scale != 1:
-        return Reject(ReasonCode.ATTR, f"elu with scale={scale}, input_scale={input_scale} (selu/celu): coremltools "
-                                       "ignores the scales")
-    return None
-
-
-@rules.op("aten.max_pool2d_with_indices.default", "aten.max_pool3d_with_indices.default",
-          "aten.adaptive_max_pool2d.default")
-def _max_pool(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    dilation = _arg(node, 4, "dilation", [1]) if "adaptive" not in str(node.target) else [1]
-    if any(int(d) != 1 for d in (dilation or [1])):
-        return Reject(ReasonCode.ATTR, f"max pool dilation {list(dilation)}: Core ML max_pool has no dilation")
-    for user in node.users:
-        if user.target is operator.getitem and user.args[1] != 0:
-            return Reject(ReasonCode.ATTR, "max pool indices are used: Core ML max_pool does not return indices")
-    return None
-
-
-@rules.op("aten.bitwise_and.Tensor", "aten.bitwise_not.default")
-def _bitwise(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    if any(t.dtype != torch.bool for t in input_tensors(node)):
-        return Reject(ReasonCode.DTYPE, "coremltools converts bitwise ops on bool tensors only (as logical ops)")
-    return None
-
-
-@rules.op("aten.avg_pool2d.default", "aten.avg_pool3d.default")
-def _avg_pool(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    if _arg(node, 6, "divisor_override") is not None:
-        return Reject(ReasonCode.ATTR, "avg pool divisor_override is not supported by coremltools")
-    return None
-
-
-@rules.op("aten.constant_pad_nd.default")
-def _pad(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    pads = _arg(node, 1, "pad", [])
+@table.check("aten.constant_pad_nd.default")
+def _no_cropping(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    pads = arguments(node)["pad"]
     if any(int(p) < 0 for p in pads):
         return Reject(ReasonCode.ATTR, f"negative padding {list(pads)} (cropping) is not supported by Core ML pad")
     return None
 
 
-@rules.op("aten.where.self")
-def _where(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+@table.check("aten.where.self")
+def _where_broadcasts(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
     ts = input_tensors(node)
     if ts and all(t.dim() == 0 for t in ts):
         return Reject(ReasonCode.SHAPE, "where on rank-0 tensors only fails in coremltools (no broadcast shape)")
     return None
 
 
-@rules.op("aten.linalg_vector_norm.default")
-def _norm(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    ord_ = _arg(node, 1, "ord", 2)
-    if ord_ not in (1, 2, math.inf, -math.inf) or _arg(node, 2, "dim") is None:
-        return Reject(ReasonCode.ATTR, f"vector norm ord={ord_} or without dim is not verified for Core ML")
-    return None
-
-
-@rules.op("aten.index.Tensor", "aten.index_put.default")
-def _index(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-    indices = _arg(node, 1, "indices", [])
-    for i in indices:
+@table.check("aten.index.Tensor", "aten.index_put.default")
+def _no_mask_indices(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    for i in arguments(node)["indices"]:
         if isinstance(i, torch.fx.Node):
             vals = output_tensors(i)
             if vals and vals[0].dtype == torch.bool:
                 return Reject(ReasonCode.DYNAMIC, "boolean-mask indexing has a data-dependent shape")
-    if "index_put" in str(node.target) and _arg(node, 3, "accumulate", False):
-        return Reject(ReasonCode.ATTR, "index_put with accumulate=True is not verified for Core ML")
     return None
 
 
-for _name in ATEN_TO_MIL:
-    rules.supported(_name)
-
-
-# --- claim
+# --- ops outside the table: why coremltools cannot take them
 
 
 @functools.lru_cache(maxsize=1)
@@ -345,7 +322,9 @@ def _converter_registry() -> Any:
     from delegate_sdk_coreml._quiet import import_coremltools
 
     import_coremltools()
-    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import (
+        _TORCH_OPS_REGISTRY,
+    )
 
     return _TORCH_OPS_REGISTRY
 
@@ -367,50 +346,57 @@ def has_converter(node: torch.fx.Node) -> bool:
     return _converter_registry().get_func(coremltools_kind(node)) is not None
 
 
+@table.before
+def _unknown_op(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    """A better sentence than "not supported" for an op the table does not name (its rows answer the others)."""
+    name = op_name(node)
+    if table.spec(name) is not None:
+        return None
+    if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+        return Reject(ReasonCode.OP, f"{name} is not an ATen operator; coremltools converts ATen ops only")
+    if not has_converter(node):
+        return Reject(ReasonCode.OP, f"coremltools has no converter for {coremltools_kind(node)!r} ({name})")
+    return Reject(ReasonCode.OP, f"coremltools converts {coremltools_kind(node)!r} but the Core ML plugin has not "
+                                 f"verified {name} against eager PyTorch")
+
+
+# --- the host runtime
+
+
 def mil_ops_for(name: str) -> frozenset[str]:
     """MIL ops a claimed ATen op may need from the runtime (its own conversion plus casts and constants)."""
     return frozenset(ATEN_TO_MIL.get(name, ())) | {"const", "cast"}
 
 
-def claim(program: torch.export.ExportedProgram, nodes: Iterable[torch.fx.Node], options: dict[str, Any],
-          runtime_ops: frozenset[str] | None, runtime_name: str) -> Claims:
-    """Claim ``nodes``; ``runtime_ops`` is the set of MIL ops the host runtime executes (None: all of them)."""
-    missing_pass_ops = sorted(PASS_PRODUCED_MIL - runtime_ops) if runtime_ops is not None else []
+@dataclass(frozen=True)
+class HostRuntime:
+    """What runs the compiled programs on this host, read once per claim."""
 
-    def host_runtime(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
-        if runtime_ops is None:
-            return None
-        name = op_name(node)
-        if missing_pass_ops:
-            return Reject(ReasonCode.RUNTIME, f"the {runtime_name} on this host lacks MIL ops coremltools' graph "
-                                              f"passes may produce: {', '.join(missing_pass_ops)}")
-        lacking = sorted(mil_ops_for(name) - runtime_ops)
-        if lacking:
-            return Reject(ReasonCode.RUNTIME, f"{name} converts to MIL {', '.join(lacking)}, which the "
-                                              f"{runtime_name} on this host cannot execute (Core ML on macOS can)")
+    name: str
+    #: the MIL ops it executes; None when Core ML itself runs (it executes every op)
+    ops: frozenset[str] | None
+    #: MIL ops coremltools' graph passes may produce that it lacks (then nothing can be claimed safely)
+    missing_pass_ops: tuple[str, ...]
+
+
+@table.state
+def _host_runtime(program: ExportedProgram, options: dict[str, Any]) -> HostRuntime:
+    ops = runtime.host_runtime_ops()
+    name = "Core ML" if runtime.host_runtime() == "coreml" else "numpy MIL interpreter"
+    return HostRuntime(name, ops, tuple(sorted(PASS_PRODUCED_MIL - ops)) if ops is not None else ())
+
+
+@table.every
+def _host_runtime_runs_it(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
+    host: HostRuntime = ctx.state
+    if host.ops is None:
         return None
-
-    return rules.claim(program, nodes, options, extra=host_runtime)
-
-
-@rules.before
-def _before_rules(node: torch.fx.Node, ctx: RuleContext | None = None) -> Reject | None:
-    """Refusals that do not depend on arguments: random ops, ops coremltools lacks, ops not verified here."""
+    if host.missing_pass_ops:
+        return Reject(ReasonCode.RUNTIME, f"the {host.name} on this host lacks MIL ops coremltools' graph passes "
+                                          f"may produce: {', '.join(host.missing_pass_ops)}")
     name = op_name(node)
-    if name in RANDOM_OPS:
-        return Reject(ReasonCode.OP, f"{name} samples random numbers; Core ML cannot reproduce PyTorch's generator")
-    if name == "aten.native_dropout.default":
-        # export drops dropout in eval mode, so a captured native_dropout is training-mode (random)
-        return Reject(ReasonCode.ATTR, "dropout in training mode is random; coremltools converts it to identity")
-    if name == "aten._assert_tensor_metadata.default":
-        return Reject(ReasonCode.OP, "a metadata assertion has no output to compute; it stays on the host")
-    if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
-        return Reject(ReasonCode.OP, f"{name} is not an ATen operator; coremltools converts ATen ops only")
-    if name in KNOWN_WRONG:
-        return Reject(ReasonCode.OP, KNOWN_WRONG[name])
-    if not has_converter(node):
-        return Reject(ReasonCode.OP, f"coremltools has no converter for {coremltools_kind(node)!r} ({name})")
-    if name not in ATEN_TO_MIL:
-        return Reject(ReasonCode.OP, f"coremltools converts {coremltools_kind(node)!r} but the Core ML plugin has not "
-                                     f"verified {name} against eager PyTorch")
+    lacking = sorted(mil_ops_for(name) - host.ops)
+    if lacking:
+        return Reject(ReasonCode.RUNTIME, f"{name} converts to MIL {', '.join(lacking)}, which the {host.name} on "
+                                          "this host cannot execute (Core ML on macOS can)")
     return None

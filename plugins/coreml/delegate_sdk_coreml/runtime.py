@@ -23,7 +23,10 @@ import torch
 
 from delegate_sdk_coreml import package
 from delegate_sdk_coreml.compiler import OutputInfo, TensorInfo
-from delegate_sdk_coreml.mil_interpreter import Interpreter, MILError, MILProgram, TensorType, implemented_ops
+from delegate_sdk_coreml.mil_errors import MILError
+from delegate_sdk_coreml.mil_interpreter import Interpreter
+from delegate_sdk_coreml.mil_kernels import implemented_ops
+from delegate_sdk_coreml.mil_reader import MILProgram, TensorType
 
 log = logging.getLogger(__name__)
 

@@ -12,18 +12,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from delegate_sdk_coreml import rules
-from delegate_sdk_coreml.mil_interpreter import (
+from delegate_sdk_coreml.mil_errors import MILError, UnsupportedMILOpError
+from delegate_sdk_coreml.mil_interpreter import Interpreter
+from delegate_sdk_coreml.mil_kernels import implemented_ops
+from delegate_sdk_coreml.mil_reader import (
     Function,
-    Interpreter,
-    MILError,
     MILProgram,
     Operation,
     Ref,
     TensorType,
-    UnsupportedMILOpError,
-    implemented_ops,
 )
 
 F32, F16, I32, B = np.float32, np.float16, np.int32, np.bool_

@@ -1,9 +1,10 @@
 """Every ATen op the Core ML plugin claims, verified numerically against eager PyTorch at fp32 and fp16.
 
 Each case in ``coreml_cases.CASES`` is a tiny model. To keep the number of
-coremltools conversions (about a second each) down, cases are compiled in
-groups: one partition holds a dozen cases side by side, which also checks that
-claimed nodes compile next to arbitrary neighbours. Failures name the case.
+coremltools conversions (about a second each) down, cases are lowered in
+groups: a dozen cases side by side, lowered strictly onto Core ML alone
+(``delegate_sdk.testing.lower_and_run``), which also checks that claimed nodes
+compile next to arbitrary neighbours. Failures name the case.
 
 Tolerances (|delegate - eager| <= tol * max(1, max|eager|)):
   fp32: tol = 1e-5 (float32 arithmetic; only summation order differs).
@@ -14,17 +15,15 @@ Integer and bool outputs must match exactly.
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 import pytest
 import torch
-
 from coreml_cases import CASES, OpCase
-from delegate_sdk.capture import capture
-from delegate_sdk.subgraph import is_tensor_node
+from delegate_sdk_coreml import rules
+
+from delegate_sdk import testing
 from delegate_sdk.support import op_name
-from delegate_sdk_coreml import plugin, rules
 
 FP16_EPS = 2.0 ** -10
 TOL = {"fp32": 1e-5, "fp16": 8 * FP16_EPS}
@@ -83,16 +82,9 @@ def prepare(gi: int) -> Prepared:
                 r = list(r) if isinstance(r, (tuple, list)) else [r]
                 spans.append((len(expected), len(r)))
                 expected.extend(r)
-        # exactly what claim sees from the core: core ATen, with the plugin's keep_ops left whole
-        ep = capture(model, tuple(inputs), keep_ops=plugin.describe().keep_ops)
+        ep = testing.capture("coreml", model, tuple(inputs))
         _prepared[gi] = Prepared(cases, model, tuple(inputs), spans, tuple(expected), ep)
     return _prepared[gi]
-
-
-def candidates(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
-    # what the core offers a backend: tensor-producing nodes; getitem nodes follow their producer
-    return [n for n in ep.graph.nodes
-            if n.op == "call_function" and n.target is not operator.getitem and is_tensor_node(n)]
 
 
 def compare(got: torch.Tensor, exp: torch.Tensor, precision: str) -> str | None:
@@ -111,7 +103,8 @@ def compare(got: torch.Tensor, exp: torch.Tensor, precision: str) -> str | None:
 def test_cases_cover_the_claim_table() -> None:
     covered = {op for c in CASES for op in c.ops}
     assert len(covered) >= 50
-    missing = sorted(set(rules.ATEN_TO_MIL) - covered)
+    claimable = set(rules.table.ops_at("fp16")) | set(rules.table.ops_at("fp32"))
+    missing = sorted(claimable - covered)
     assert not missing, f"claimable ops without a numeric case: {missing}"
 
 
@@ -125,24 +118,17 @@ def test_ops_match_eager(gi: int, precision: str) -> None:
         absent = [op for op in c.ops if op not in graph_ops]
         assert not absent, f"case {c.id}: {absent} not in the captured graph"
 
-    options = {"precision": precision, "compute_units": "all", "minimum_deployment_target": "iOS17"}
-    nodes = candidates(p.ep)
-    claims = plugin.claim(p.ep, nodes, options)
-    assert not claims.refused, [f"{r.node}: {r.code.value} {r.message}" for r in claims.refused]
+    # strict: a node left on eager PyTorch fails here, with the plugin's reason
+    run = testing.lower_and_run("coreml", p.model, p.inputs, precision=precision)
+    # every MIL op of a partition is accounted for by the table entries of the nodes it came from
+    for part in run.program.summary().partitions:
+        allowed = set(rules.PASS_PRODUCED_MIL)
+        for op in part.ops:
+            allowed |= rules.mil_ops_for(op)
+        unexpected = sorted(set(part.meta["mil_op_counts"]) - allowed)
+        assert not unexpected, f"MIL ops not listed in rules.ATEN_TO_MIL for these nodes: {unexpected}"
 
-    compiled = plugin.preprocess(p.ep, options, None)
-    # every MIL op in the program is accounted for by the table entries of the nodes it came from
-    allowed = set(rules.PASS_PRODUCED_MIL)
-    for n in nodes:
-        allowed |= rules.mil_ops_for(op_name(n))
-    unexpected = sorted(set(compiled.meta["mil_op_counts"]) - allowed)
-    assert not unexpected, f"MIL ops not listed in rules.ATEN_TO_MIL for these nodes: {unexpected}"
-
-    handle = plugin.init(compiled.blob, compiled.meta, options)
-    try:
-        got = plugin.execute(handle, list(p.inputs))
-    finally:
-        plugin.destroy(handle)
+    got = run.outputs
     assert len(got) == len(p.expected)
     failures = []
     for c, (start, count) in zip(p.cases, p.spans):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import operator
 import os
 import subprocess
 import sys
@@ -16,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from coreml_cases import REFUSALS, Fn
-from delegate_sdk import ReasonCode
-from delegate_sdk.capture import capture
-from delegate_sdk.subgraph import is_tensor_node
 from delegate_sdk_coreml import package, plugin, rules, runtime
-from delegate_sdk_coreml.mil_interpreter import MILError, MILProgram
+from delegate_sdk_coreml.mil_errors import MILError
+from delegate_sdk_coreml.mil_reader import MILProgram
+
+from delegate_sdk import ReasonCode, testing
+from delegate_sdk.support import op_name
 
 OPTS = {"precision": "fp16", "compute_units": "all", "minimum_deployment_target": "iOS17"}
 
@@ -32,12 +31,8 @@ def opts(**kw: Any) -> dict[str, Any]:
 
 
 def export(model: torch.nn.Module, *inputs: torch.Tensor, **kw: Any) -> torch.export.ExportedProgram:
-    return capture(model.eval(), inputs, keep_ops=plugin.describe().keep_ops, **kw)
-
-
-def candidates(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
-    return [n for n in ep.graph.nodes
-            if n.op == "call_function" and n.target is not operator.getitem and is_tensor_node(n)]
+    """The program the hooks see: the plugin kit's capture, with this plugin's keep_ops whole."""
+    return testing.capture("coreml", model.eval(), inputs, **kw)
 
 
 class SmallNet(torch.nn.Module):
@@ -95,24 +90,30 @@ def test_core_validates_options_from_the_specs() -> None:
 @pytest.mark.parametrize("case", REFUSALS, ids=[r[0] for r in REFUSALS])
 def test_refusals_carry_a_reason(case: Any) -> None:
     _, make, inputs, op, code = case
-    ep = export(make(), *inputs(torch.Generator().manual_seed(0)))
-    nodes = candidates(ep)
-    claims = plugin.claim(ep, nodes, OPTS)
-    assert sorted((*claims.claimed, *(r.node for r in claims.refused))) == sorted(n.name for n in nodes)
-    by_node = {r.node: r for r in claims.refused}
-    target = [n for n in nodes if rules.op_name(n) == op]
+    # the kit checks the contract: every candidate answered exactly once, every refusal with a sentence
+    result = testing.claim("coreml", make().eval(), inputs(torch.Generator().manual_seed(0)))
+    by_node = result.refused
+    nodes = {n.name: n for n in result.program.graph.nodes}
+    target = [name for name in result.candidates if op_name(nodes[name]) == op]
     assert target, f"{op} not in the captured graph"
-    for n in target:
-        assert n.name in by_node, f"{n.name} ({op}) was claimed"
-        assert by_node[n.name].code == ReasonCode(code), by_node[n.name]
-        assert len(by_node[n.name].message) > 20
+    for name in target:
+        assert name in by_node, f"{name} ({op}) was claimed"
+        assert by_node[name].code == ReasonCode(code), by_node[name]
+        assert len(by_node[name].message) > 20
+
+
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_every_claimable_op_has_a_conformance_case(precision: str) -> None:
+    """Conformance certifies only ops some case is about: each op the table can claim has one (the corpus's, or
+    one of conformance_cases.py for a form only this plugin reaches, like pixel_shuffle kept whole)."""
+    assert testing.ops_without_conformance_case("coreml", rules.table.ops_at(precision)) == []
 
 
 def test_claim_does_not_modify_the_program() -> None:
     m, x = small_net()
     ep = export(m, x)
     before = str(ep.graph)
-    plugin.claim(ep, candidates(ep), OPTS)
+    plugin.claim(ep, testing.candidates(ep), OPTS)
     assert str(ep.graph) == before
 
 
@@ -122,35 +123,32 @@ def test_dynamic_shapes_are_refused() -> None:
             return a * 2
 
     dim = torch.export.Dim("batch", min=2, max=8)
-    ep = export(Double(), torch.randn(4, 3), dynamic_shapes={"a": {0: dim}})
-    claims = plugin.claim(ep, candidates(ep), OPTS)
-    assert claims.refused and all(r.code == ReasonCode.DYNAMIC for r in claims.refused)
+    result = testing.claim("coreml", Double(), (torch.randn(4, 3),), dynamic_shapes={"a": {0: dim}})
+    assert result.refused and all(r.code == ReasonCode.DYNAMIC for r in result.refused.values())
 
 
 def test_ops_whose_mil_ops_the_interpreter_lacks_are_refused_with_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(2), torch.nn.ReLU())
-    ep = export(net, torch.randn(1, 3, 8, 8))
-    nodes = candidates(ep)
+    x = torch.randn(1, 3, 8, 8)
     lacking = runtime.implemented_ops() - {"max_pool"}
     monkeypatch.setattr(runtime, "host_runtime_ops", lambda: lacking)
-    claims = plugin.claim(ep, nodes, OPTS)
-    refused = {r.node: r for r in claims.refused}
-    pool = next(n.name for n in nodes if "max_pool" in n.name)
+    result = testing.claim("coreml", net, (x,))
+    refused = result.refused
+    pool = next(n for n in result.candidates if "max_pool" in n)
     assert list(refused) == [pool]
     assert refused[pool].code == ReasonCode.RUNTIME and "max_pool" in refused[pool].message
-    assert set(claims.claimed) == {"convolution", "relu"}
+    assert set(result.claimed) == {"convolution", "relu"}
     # with Core ML itself (macOS) every MIL op runs: nothing is refused for the runtime
     monkeypatch.setattr(runtime, "host_runtime_ops", lambda: None)
-    assert not plugin.claim(ep, nodes, OPTS).refused
+    assert not testing.claim("coreml", net, (x,)).refused
 
 
 def test_missing_pass_products_refuse_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     m, x = small_net()
-    ep = export(m, x)
     monkeypatch.setattr(runtime, "host_runtime_ops", lambda: runtime.implemented_ops() - {"silu"})
-    claims = plugin.claim(ep, candidates(ep), OPTS)
-    assert not claims.claimed
-    assert all(r.code == ReasonCode.RUNTIME and "silu" in r.message for r in claims.refused)
+    result = testing.claim("coreml", m, (x,))
+    assert not result.claimed
+    assert all(r.code == ReasonCode.RUNTIME and "silu" in r.message for r in result.refused.values())
 
 
 # --------------------------------------------------------------------------- preprocess and the blob
