@@ -8,8 +8,8 @@ Pipeline:
   3. an ORT session on the QNN EP (HTP backend, CPU fallback disabled) prepares the graph and
      writes an EPContext model with the context binary embedded.
 
-The blob is a :mod:`~delegate_sdk_qnn.container` holding the EPContext model and, for quantized
-precisions, the QDQ model (the fake-quant reference run by ``reference_execute``).
+The blob is the EPContext model; for quantized precisions the QDQ model (the fake-quant reference run by
+``reference_execute``) travels beside it as a blob section (:mod:`~delegate_sdk_qnn.blob_format`).
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from torch.export import ExportedProgram
 
 from delegate_sdk.errors import brief
 from delegate_sdk.types import CompiledDelegate, QuantParams
-from delegate_sdk_qnn import container, qnn_env
+from delegate_sdk_qnn import blob_format, qnn_env
 from delegate_sdk_qnn.options import QnnConfig
 
 log = logging.getLogger(__name__)
 
-BLOB_FORMAT = container.BLOB_FORMAT
-BLOB_FORMAT_VERSION = container.BLOB_FORMAT_VERSION
+BLOB_FORMAT = blob_format.BLOB_FORMAT
+BLOB_FORMAT_VERSION = blob_format.BLOB_FORMAT_VERSION
 
 _ONNX_TO_NUMPY = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
                   9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
@@ -465,6 +465,7 @@ def _fold_constant_partition(ep: ExportedProgram, fx_outputs: list[torch.Tensor]
                                       str(a.dtype)))
         chunks.append(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
     meta = {
+        **blob_format.format_meta({}),
         "constant": True,
         "inputs": [],
         "outputs": [b.to_json() for b in outputs],
@@ -475,7 +476,7 @@ def _fold_constant_partition(ep: ExportedProgram, fx_outputs: list[torch.Tensor]
         "provider_options": cfg.provider_options(),
     }
     log.debug("qnn: weight-only partition folded at compile time (%d outputs)", len(outputs))
-    return CompiledDelegate(blob=container.pack({container.SECTION_CONST: b"".join(chunks)}), format=BLOB_FORMAT,
+    return CompiledDelegate(blob=b"".join(chunks), format=BLOB_FORMAT,
                             format_version=BLOB_FORMAT_VERSION, meta=meta, output_quant=[None] * len(outputs),
                             perf=None, debug_map={}, op_counts={})
 
@@ -526,16 +527,16 @@ def compile_partition(ep: ExportedProgram, options: dict[str, Any],
             qdq_model = onnx.load(to_compile)
             output_quant = output_quant_params(qdq_model)
             with open(to_compile, "rb") as f:
-                sections[container.SECTION_QDQ] = f.read()
+                sections[blob_format.QDQ_SECTION] = f.read()
         t_quant = time.perf_counter() - t1
         t2 = time.perf_counter()
         from delegate_sdk_qnn.hosting import hosted_fx_nodes
 
         ctx_bytes, ctx_size, cpu_nodes = compile_context(to_compile, cfg, tmp, hosted_fx_nodes(ep))
         t_compile = time.perf_counter() - t2
-    sections = {container.SECTION_CONTEXT: ctx_bytes, **sections}
 
     meta = {
+        **blob_format.format_meta(sections),
         "inputs": [b.to_json() for b in inputs],
         "outputs": [b.to_json() for b in outputs],
         "output_quant": [q.to_json() if q is not None else None for q in output_quant],
@@ -551,6 +552,6 @@ def compile_partition(ep: ExportedProgram, options: dict[str, Any],
     }
     log.debug("qnn: compiled partition (%s): %d ONNX nodes, context binary %d bytes, %.2fs",
               cfg.precision, sum(onnx_ops.values()), ctx_size, time.perf_counter() - t0)
-    return CompiledDelegate(blob=container.pack(sections), format=BLOB_FORMAT, format_version=BLOB_FORMAT_VERSION,
+    return CompiledDelegate(blob=ctx_bytes, format=BLOB_FORMAT, format_version=BLOB_FORMAT_VERSION,
                             meta=meta, output_quant=output_quant, perf=None, debug_map=_debug_map(model),
-                            op_counts=onnx_ops)
+                            op_counts=onnx_ops, sections=sections)

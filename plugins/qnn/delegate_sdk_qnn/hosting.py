@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
-from delegate_sdk.support import static_tensors, with_hosted
+from delegate_sdk.support import op_name, static_tensors, with_hosted
 from delegate_sdk.types import Claims, ReasonCode
+from delegate_sdk_qnn.rules import DECOMPOSED_BY_DEFAULT
 
 HOSTABLE_DTYPES = (torch.float32, torch.float16, torch.int64, torch.int32, torch.bool)
 #: what the CPU provider may run next to a hosted node without it being an accelerated node's work
@@ -43,7 +44,10 @@ def exportable(op: torch._ops.OpOverload) -> bool:
 
 
 def hostable(node: torch.fx.Node) -> bool:
-    return static_tensors(node, HOSTABLE_DTYPES) and exportable(node.target)
+    # an op refused only because QNN takes it decomposed exports to an ONNX op QNN does run (HardSwish):
+    # ONNX Runtime would place it on HTP, which the compile-time check rightly calls a lie
+    return (op_name(node) not in DECOMPOSED_BY_DEFAULT and static_tensors(node, HOSTABLE_DTYPES)
+            and exportable(node.target))
 
 
 def with_hosting(claims: Claims, nodes: Iterable[torch.fx.Node]) -> Claims:

@@ -9,7 +9,11 @@ from torch.export import ExportedProgram
 
 from delegate_sdk import BackendInfo, Claims, CompiledDelegate, hookimpl
 from delegate_sdk_qnn import __version__, rules, runtime
-from delegate_sdk_qnn.container import BLOB_FORMAT, BLOB_FORMAT_VERSION
+from delegate_sdk_qnn.blob_format import (
+    BLOB_FORMAT,
+    BLOB_FORMAT_VERSION,
+    LOADABLE_FORMAT_VERSIONS,
+)
 from delegate_sdk_qnn.options import DEFAULT_PRECISION, OPTIONS, PRECISIONS
 from delegate_sdk_qnn.qnn_env import probe, versions
 
@@ -30,7 +34,7 @@ def describe() -> BackendInfo:
         default_precision=DEFAULT_PRECISION,
         blob_format=BLOB_FORMAT,
         blob_format_version=BLOB_FORMAT_VERSION,
-        loadable_format_versions=(1, BLOB_FORMAT_VERSION),
+        loadable_format_versions=LOADABLE_FORMAT_VERSIONS,
         keep_ops=KEEP_OPS,
         options=OPTIONS,
         available=available,
@@ -63,8 +67,9 @@ def preprocess(program: ExportedProgram, options: dict[str, Any],
 
 
 @hookimpl
-def init(blob: bytes, meta: dict[str, Any], options: dict[str, Any]) -> runtime.QnnHandle:
-    return runtime.init(blob, meta, options)
+def init(blob: bytes, meta: dict[str, Any], options: dict[str, Any],
+         sections: dict[str, bytes]) -> runtime.QnnHandle:
+    return runtime.init(blob, meta, options, sections)
 
 
 @hookimpl
@@ -79,5 +84,12 @@ def destroy(handle: runtime.QnnHandle) -> None:
 
 @hookimpl
 def reference_execute(blob: bytes, meta: dict[str, Any], options: dict[str, Any],
-                      inputs: list[torch.Tensor]) -> list[torch.Tensor] | None:
-    return runtime.reference_execute(blob, meta, options, inputs)
+                      inputs: list[torch.Tensor], sections: dict[str, bytes]) -> list[torch.Tensor] | None:
+    return runtime.reference_execute(blob, meta, options, inputs, sections)
+
+
+@hookimpl
+def conformance_cases() -> list[Any]:
+    from delegate_sdk_qnn.conformance_cases import cases
+
+    return cases()

@@ -103,7 +103,7 @@ def _last_dim(node: torch.fx.Node, dim: Any) -> bool:
 # --------------------------------------------------------------------------- elementwise (QNN ElementWise*)
 
 _RANK5_ELEMENTWISE = (
-    "aten.add.Tensor", "aten.add.Scalar", "aten.sub.Tensor", "aten.sub.Scalar", "aten.rsub.Scalar",
+    "aten.add.Tensor", "aten.add.Scalar", "aten.sub.Tensor", "aten.sub.Scalar",
     "aten.mul.Tensor", "aten.mul.Scalar", "aten.div.Tensor", "aten.div.Scalar", "aten.pow.Tensor_Scalar",
     "aten.relu.default", "aten.sigmoid.default", "aten.exp.default", "aten.abs.default",
     "aten.reciprocal.default", "aten.clamp.default", "aten.hardtanh.default", "aten.leaky_relu.default",
@@ -112,8 +112,7 @@ rules.ops(*_RANK5_ELEMENTWISE, dtypes=FLOAT_ONLY, **RANK5)
 rules.ops("aten.maximum.default", "aten.minimum.default", "aten.tanh.default", "aten.expm1.default",
           "aten.sqrt.default", "aten.rsqrt.default", "aten.neg.default", "aten.sin.default", "aten.cos.default",
           "aten.tan.default", "aten.atan.default", "aten.floor.default", "aten.round.default",
-          "aten.sign.default", "aten.hardswish.default", "aten.hardsigmoid.default", "aten.silu.default",
-          "aten.gelu.default", dtypes=FLOAT_ONLY)
+          "aten.sign.default", "aten.gelu.default", dtypes=FLOAT_ONLY)
 
 #: ops whose quantized HTP kernels disagree with the fake-quant reference beyond a step, seen in
 #: conformance at int8: ceil/trunc (systematic one-step offset), cumsum (error grows along the
@@ -237,9 +236,8 @@ def _softmax(node: torch.fx.Node, ctx: RuleContext) -> Reject | None:
 rules.ops("aten.permute.default", "aten.cat.default", "aten.slice.Tensor", "aten.select.int", "aten.squeeze.dims",
           "aten.split_with_sizes.default", "aten.expand.default", "aten.flip.default", "aten.repeat.default",
           "aten.constant_pad_nd.default", dtypes=FLOAT_ONLY, **RANK5)
-rules.ops("aten.split.Tensor", "aten.squeeze.dim", dtypes=FLOAT_ONLY, **RANK5)
-rules.ops("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default", "aten.unsqueeze.default",
-          "aten.clone.default", "aten.alias.default", dtypes=FLOAT_ONLY)
+rules.ops("aten.view.default", "aten.unsqueeze.default", "aten.clone.default", "aten.alias.default",
+          dtypes=FLOAT_ONLY)
 rules.ops("aten._to_copy.default", dtypes=WITH_INDICES)
 
 
@@ -394,6 +392,15 @@ rules.refuse("aten.full.default", "aten.scalar_tensor.default", "aten.full_like.
 rules.refuse("aten._assert_tensor_metadata.default", "aten._assert_scalar.default",
              "aten.sym_constrain_range_for_size.default", code=ReasonCode.OP,
              message="runtime assertion: nothing to compute on the HTP")
+
+#: ops the default decomposition always splits: a program captured for QNN alone never holds them, so QNN's
+#: conformance cannot certify them whole; one kept whole for another backend (xnnpack and arm_ethos keep
+#: hardswish) is refused, and the core then decomposes it for QNN when that gives fewer partitions.
+#: ``reshape`` is missing: export itself traces it to ``view``, so no program holds it.
+DECOMPOSED_BY_DEFAULT = ("aten.hardswish.default", "aten.hardsigmoid.default", "aten.silu.default",
+                         "aten.rsub.Scalar", "aten.split.Tensor", "aten.squeeze.dim", "aten._unsafe_view.default")
+rules.refuse(*DECOMPOSED_BY_DEFAULT, code=ReasonCode.OP,
+             message="QNN takes this op decomposed (as the default decomposition spells it), not whole")
 
 #: what the core keeps whole for QNN (BackendInfo.keep_ops), from the table's keep_whole rows
 KEEP_OPS = rules.keep_ops

@@ -1,6 +1,6 @@
 """init / execute / destroy: the EPContext model on an ORT session on the QNN EP (HTP backend).
 
-Also the fake-quant reference: the blob's QDQ model on the ORT CPU provider.
+Also the fake-quant reference: the blob's QDQ model (its ``qdq.onnx`` section) on the ORT CPU provider.
 Needs onnxruntime + onnxruntime-qnn only (no torch.onnx, no quantization tooling).
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from delegate_sdk.errors import brief
-from delegate_sdk_qnn import container, qnn_env
+from delegate_sdk_qnn import blob_format, qnn_env
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +85,21 @@ def _run_options() -> Any:
     return ro
 
 
-def init(blob: bytes, meta: dict[str, Any], options: dict[str, Any]) -> QnnHandle:
+def _parts(blob: bytes, meta: dict[str, Any], sections: dict[str, bytes]) -> blob_format.BlobParts:
+    try:
+        return blob_format.read(blob, meta, sections)
+    except blob_format.BlobFormatError as e:
+        raise ValueError(f"qnn: {e}") from None
+
+
+def init(blob: bytes, meta: dict[str, Any], options: dict[str, Any], sections: dict[str, bytes]) -> QnnHandle:
     """Open one ORT session on the QNN EP for the blob's EPContext model."""
     import onnxruntime as ort
 
-    try:
-        sections = container.unpack(blob)
-    except container.BlobFormatError as e:
-        raise ValueError(f"qnn: {e}") from None
+    parts = _parts(blob, meta, sections)
     ins, outs = _io_specs(meta)
-    if container.SECTION_CONST in sections:
-        return QnnHandle(None, ins, outs, [o.name for o in outs], None,
-                         constants=_constants(sections[container.SECTION_CONST], outs))
-    ctx = sections.get(container.SECTION_CONTEXT)
-    if ctx is None:
-        raise ValueError("qnn: blob has no EPContext section")
+    if parts.constants is not None:
+        return QnnHandle(None, ins, outs, [o.name for o in outs], None, constants=_constants(parts.constants, outs))
     provider_options = dict(meta.get("provider_options") or {"backend_type": "htp"})
     # the context binary was prepared for this SoC; the performance vote is a run-time choice
     if options and options.get("htp_performance_mode"):
@@ -109,7 +109,7 @@ def init(blob: bytes, meta: dict[str, Any], options: dict[str, Any]) -> QnnHandl
     err: Exception | None = None
     with qnn_env.captured_native_output() as native:
         try:
-            session = ort.InferenceSession(ctx, so)
+            session = ort.InferenceSession(parts.context, so)
         except Exception as e:
             err = e
     if err is not None:
@@ -172,7 +172,7 @@ _REF_CACHE_SIZE = 8
 
 
 def reference_execute(blob: bytes, meta: dict[str, Any], options: dict[str, Any],
-                      inputs: list[torch.Tensor]) -> list[torch.Tensor] | None:
+                      inputs: list[torch.Tensor], sections: dict[str, bytes]) -> list[torch.Tensor] | None:
     """The blob's QDQ model on the ORT CPU provider with graph optimisations off.
 
     With no optimisation, ORT runs every QuantizeLinear/DequantizeLinear as written and the
@@ -181,11 +181,11 @@ def reference_execute(blob: bytes, meta: dict[str, Any], options: dict[str, Any]
     """
     import onnxruntime as ort
 
-    sections = container.unpack(blob)
+    parts = _parts(blob, meta, sections)
     ins, outs = _io_specs(meta)
-    if container.SECTION_CONST in sections:
-        return _constants(sections[container.SECTION_CONST], outs)
-    qdq = sections.get(container.SECTION_QDQ)
+    if parts.constants is not None:
+        return _constants(parts.constants, outs)
+    qdq = parts.qdq
     if qdq is None:
         return None
     key = hashlib.sha256(qdq).hexdigest()

@@ -9,6 +9,7 @@ import torch
 import delegate_sdk as ds
 from delegate_sdk.types import HOSTED_META
 from delegate_sdk_qnn import plugin
+from delegate_sdk_qnn.testing import capture
 
 pytestmark = pytest.mark.slow
 
@@ -46,10 +47,10 @@ def test_hosted_ops_join_the_partition_and_run_on_the_cpu_provider(precision, tm
         assert torch.equal(ds.load(tmp_path / "m.dsdk")(x), got)
 
 
-def test_an_accelerated_claim_qnn_leaves_to_the_cpu_is_a_compile_error(qnn):
+def test_an_accelerated_claim_qnn_leaves_to_the_cpu_is_a_compile_error():
     """Only prod is marked hosted: erf, claimed as accelerated by a (deliberately wrong) claim, would run on
     the CPU provider; the compiler refuses to pass that off as HTP work."""
-    ep = qnn.partition_program(ErfProd(), (torch.randn(2, 8),))
+    ep = capture(ErfProd(), (torch.randn(2, 8),))
     for n in ep.graph.nodes:
         if n.target is torch.ops.aten.prod.dim_int:
             n.meta[HOSTED_META] = True

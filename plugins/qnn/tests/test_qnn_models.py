@@ -3,14 +3,13 @@ save -> load -> run) on the QNN HTP emulator, judged by SQNR against eager PyTor
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import delegate_sdk
+from delegate_sdk import testing as kit
 
 pytestmark = pytest.mark.slow
 
@@ -49,11 +48,6 @@ class EncoderBlock(nn.Module):
         return x + self.ff2(F.gelu(self.ff1(self.ln2(x))))
 
 
-def sqnr_db(out: torch.Tensor, ref: torch.Tensor) -> float:
-    noise = (out - ref).pow(2).sum().item()
-    return math.inf if noise == 0 else 10 * math.log10(ref.pow(2).sum().item() / noise)
-
-
 def _init_bn(m: nn.Module) -> nn.Module:
     g = torch.Generator().manual_seed(0)
     for mod in m.modules():
@@ -77,27 +71,20 @@ MODELS = [
 
 @pytest.mark.parametrize("name,factory,shape,precision,min_sqnr", MODELS,
                          ids=[f"{m[0]}-{m[3]}" for m in MODELS])
-def test_model_end_to_end(qnn_available, tmp_path, name, factory, shape, precision, min_sqnr):
+def test_model_end_to_end(tmp_path, name, factory, shape, precision, min_sqnr):
     torch.manual_seed(0)
     model = _init_bn(factory())
     g = torch.Generator().manual_seed(1)
     x = torch.randn(*shape, generator=g)
     calibration = [(torch.randn(*shape, generator=g),) for _ in range(16)]
-    opts = {"qnn": {"precision": precision}}
 
-    report = delegate_sdk.inspect(model, (x,), backends=["qnn"], options=opts)
-    fallback = [(n.node, n.op, [r.message for r in n.reasons]) for n in report.nodes if n.backend != "qnn"]
-    assert not fallback, fallback
-
-    program = delegate_sdk.lower(model, (x,), backends=["qnn"], options=opts, calibration=calibration)
-    with torch.no_grad():
-        ref = model(x)
-    out = program(x)
-    s = sqnr_db(out, ref)
+    # strict: a node left on eager PyTorch fails here, naming qnn's reason
+    run = kit.lower_and_run("qnn", model, (x,), calibration=calibration, precision=precision)
+    s = run.sqnr_db()
     print(f"{name} {precision}: SQNR {s:.1f} dB vs eager")
     assert s >= min_sqnr, s
 
     path = tmp_path / f"{name}.dsdk"
-    program.save(path)
+    run.program.save(path)
     again = delegate_sdk.load(path)
-    assert torch.equal(again(x), out)
+    assert torch.equal(again(x), run.outputs[0])

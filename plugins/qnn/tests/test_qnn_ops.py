@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from delegate_sdk_qnn.testing import Fn, compile_and_run
+
 pytestmark = pytest.mark.slow
 
 #: delegate vs fake-quant reference: HTP requantizes between ops with its own rounding, up to
@@ -25,17 +27,6 @@ REF_LSB_OVERRIDES = {"clamp": 8.0, "hardtanh": 8.0}
 #: delegate vs eager for continuous ops (quantization error included); per-op overrides below
 EAGER_LSB = 5.0
 FP16_REL = 5e-3
-
-
-class Fn(nn.Module):
-    def __init__(self, fn, **mods):
-        super().__init__()
-        self.fn = fn
-        for k, v in mods.items():
-            setattr(self, k, v)
-
-    def forward(self, *a):
-        return self.fn(self, *a)
 
 
 def r(*s):
@@ -134,10 +125,10 @@ def _float_outputs(run):
 
 
 @pytest.mark.parametrize("name", [c for c in CASES if c not in FLOAT_ONLY])
-def test_int8(qnn, name):
+def test_int8(name):
     make, args, eager_bound = CASES[name]
     torch.manual_seed(0)
-    run = qnn.compile_and_run(make(), args, "int8")
+    run = compile_and_run(make(), args, "int8")
     assert run.reference is not None
     for i in _float_outputs(run):
         q = run.quant(i)
@@ -149,10 +140,10 @@ def test_int8(qnn, name):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_fp16(qnn, name):
+def test_fp16(name):
     make, args, eager_bound = CASES[name]
     torch.manual_seed(0)
-    run = qnn.compile_and_run(make(), args, "fp16")
+    run = compile_and_run(make(), args, "fp16")
     assert run.compiled.output_quant == [None] * len(run.outputs)
     assert run.reference is None  # no fake-quant model at a float precision
     for i in _float_outputs(run):
@@ -166,10 +157,10 @@ def test_fp16(qnn, name):
 
 
 @pytest.mark.parametrize("name", A16W8_CASES)
-def test_a16w8(qnn, name):
+def test_a16w8(name):
     make, args, _ = CASES[name]
     torch.manual_seed(0)
-    run = qnn.compile_and_run(make(), args, "a16w8")
+    run = compile_and_run(make(), args, "a16w8")
     for i in _float_outputs(run):
         q = run.quant(i)
         assert q.dtype == "uint16" and 0 <= q.zero_point <= 65535
@@ -180,11 +171,11 @@ def test_a16w8(qnn, name):
         assert run.rel(i) <= 1e-2, (name, run.rel(i))
 
 
-def test_argmax_int64_output(qnn):
+def test_argmax_int64_output():
     # distinct values a whole quantization step apart, so that int8 cannot create ties
     g = torch.Generator().manual_seed(3)
     x = torch.stack([torch.randperm(16, generator=g) for _ in range(16)]).float().view(2, 8, 16)
     for precision in ("int8", "fp16"):
-        run = qnn.compile_and_run(Fn(lambda s, x: x.argmax(-1)), (x,), precision)
+        run = compile_and_run(Fn(lambda s, x: x.argmax(-1)), (x,), precision)
         assert run.outputs[0].dtype == torch.int64
         assert torch.equal(run.outputs[0], run.eager[0])
