@@ -17,23 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from delegate_sdk.conformance.cases import In, OpCase, Sample
+from delegate_sdk.conformance.cases import function_module as fn
 
 F32 = "float32"
-
-
-class Fn(nn.Module):
-    """A module whose forward is one function of its inputs (no weights)."""
-
-    def __init__(self, fn: Callable[..., Any]):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *xs: torch.Tensor) -> Any:
-        return self.fn(*xs)
-
-
-def fn(f: Callable[..., Any]) -> Callable[[], nn.Module]:
-    return lambda: Fn(f)
 
 
 def _in(shape: tuple[int, ...], dist: str = "normal", dtype: str = F32, **kw: Any) -> In:

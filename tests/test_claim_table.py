@@ -8,16 +8,8 @@ import torch
 from torch import nn
 
 from delegate_sdk import ReasonCode, testing
+from delegate_sdk.conformance.cases import FunctionModule as Fn
 from delegate_sdk.support import ClaimTable, NodeLimits, Reject, arguments, op_name
-
-
-class Fn(nn.Module):
-    def __init__(self, f) -> None:
-        super().__init__()
-        self.f = f
-
-    def forward(self, *xs):
-        return self.f(*xs)
 
 
 def answers(table: ClaimTable, model: nn.Module, *args, precision: str = "fp32", **kw) -> dict[str, object]:

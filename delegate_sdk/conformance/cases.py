@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 #: Sample kinds. Every op case has samples of at least three different kinds.
 SAMPLE_KINDS = ("normal", "broadcast", "edge", "noncontig", "rank", "zero_size", "dynamic", "large")
 
@@ -135,6 +137,33 @@ class ModelCase:
 
 
 Case = OpCase | ModelCase
+
+
+class FunctionModule(torch.nn.Module):
+    """A module whose forward is one function of its inputs: an op case with no weights."""
+
+    def __init__(self, f: Callable[..., Any]) -> None:
+        super().__init__()
+        self.f = f
+
+    def forward(self, *xs: Any) -> Any:
+        return self.f(*xs)
+
+
+def function_module(f: Callable[..., Any]) -> Callable[[], torch.nn.Module]:
+    """A case's ``module`` for a function of the inputs:
+    ``OpCase("op/mine_cos", "aten.cos.default", function_module(torch.cos), samples)``."""
+    return lambda: FunctionModule(f)
+
+
+def seeded(factory: Callable[[], torch.nn.Module], seed: int = 0) -> Callable[[], torch.nn.Module]:
+    """A case's ``module`` built with the torch RNG at ``seed``, in eval mode: for a case whose weights (or
+    batch-norm statistics) must not depend on the case id the engine otherwise seeds from."""
+    def make() -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return factory().eval()
+
+    return make
 
 
 def _check_ids(case: OpCase | ModelCase) -> None:

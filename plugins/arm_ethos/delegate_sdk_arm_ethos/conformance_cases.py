@@ -14,22 +14,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from delegate_sdk.conformance.cases import In, OpCase, Sample
+from delegate_sdk.conformance.cases import In, OpCase, Sample, function_module
 
 _ATEN = torch.ops.aten
-
-
-class _Fn(nn.Module):
-    def __init__(self, f: Callable[..., Any]) -> None:
-        super().__init__()
-        self.f = f
-
-    def forward(self, *xs: torch.Tensor) -> Any:
-        return self.f(*xs)
-
-
-def _fn(f: Callable[..., Any]) -> Callable[[], nn.Module]:
-    return lambda: _Fn(f)
 
 
 def _samples(dist: str = "normal", low: float | None = None, high: float | None = None,
@@ -61,22 +48,22 @@ def cases() -> list[OpCase]:
                [Sample("normal", (In((4, 16)),)), Sample("noncontig", (In((4, 16), noncontig=True),)),
                 Sample("rank", (In((2, 3, 16)),), name="rank3")], reduction=16),
         # unary functions as TABLEs, inputs inside their domain
-        _unary("acosh", "aten.acosh.default", _fn(torch.acosh), dist="uniform", low=1.05, high=4.0, cond=2.0),
-        _unary("atanh", "aten.atanh.default", _fn(torch.atanh), dist="unit", cond=4.0),
-        _unary("erfc", "aten.erfc.default", _fn(torch.erfc)),
-        _unary("lgamma", "aten.lgamma.default", _fn(torch.lgamma), dist="positive", cond=2.0),
-        _unary("digamma", "aten.digamma.default", _fn(torch.digamma), dist="positive", cond=4.0),
+        _unary("acosh", "aten.acosh.default", function_module(torch.acosh), dist="uniform", low=1.05, high=4.0, cond=2.0),
+        _unary("atanh", "aten.atanh.default", function_module(torch.atanh), dist="unit", cond=4.0),
+        _unary("erfc", "aten.erfc.default", function_module(torch.erfc)),
+        _unary("lgamma", "aten.lgamma.default", function_module(torch.lgamma), dist="positive", cond=2.0),
+        _unary("digamma", "aten.digamma.default", function_module(torch.digamma), dist="positive", cond=4.0),
         # min.dim with its int64 indices unused (the rules refuse it otherwise)
-        _unary("min_dim_values", "aten.min.dim", _fn(lambda x: x.min(-1)[0])),
+        _unary("min_dim_values", "aten.min.dim", function_module(lambda x: x.min(-1)[0])),
         # detach exports as alias, a no-op the lowering passes through
-        _unary("alias", "aten.alias.default", _fn(lambda x: torch.relu(x.detach()))),
+        _unary("alias", "aten.alias.default", function_module(lambda x: torch.relu(x.detach()))),
         # bool -> float32 (U85; the U55/U65 refuse bool tensors)
-        _unary("bool_to_float", "aten._to_copy.default", _fn(lambda x: (x > 0).to(torch.float32))),
+        _unary("bool_to_float", "aten._to_copy.default", function_module(lambda x: (x > 0).to(torch.float32))),
         # the Scalar overloads, which a model reaches by calling them by name
-        _unary("add_scalar", "aten.add.Scalar", _fn(lambda x: _ATEN.add.Scalar(x, 1.5))),
-        _unary("sub_scalar", "aten.sub.Scalar", _fn(lambda x: _ATEN.sub.Scalar(x, 0.75))),
-        _unary("mul_scalar", "aten.mul.Scalar", _fn(lambda x: _ATEN.mul.Scalar(x, -2.5))),
-        _unary("div_scalar", "aten.div.Scalar", _fn(lambda x: _ATEN.div.Scalar(x, 4.0))),
+        _unary("add_scalar", "aten.add.Scalar", function_module(lambda x: _ATEN.add.Scalar(x, 1.5))),
+        _unary("sub_scalar", "aten.sub.Scalar", function_module(lambda x: _ATEN.sub.Scalar(x, 0.75))),
+        _unary("mul_scalar", "aten.mul.Scalar", function_module(lambda x: _ATEN.mul.Scalar(x, -2.5))),
+        _unary("div_scalar", "aten.div.Scalar", function_module(lambda x: _ATEN.div.Scalar(x, 4.0))),
         _unary("view_copy", "aten.view_copy.default",
-               _fn(lambda x: _ATEN.view_copy.default(x, [x.shape[0], -1]) * 2.0)),
+               function_module(lambda x: _ATEN.view_copy.default(x, [x.shape[0], -1]) * 2.0)),
     ]

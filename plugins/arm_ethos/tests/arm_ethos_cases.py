@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-class Fn(nn.Module):
-    def __init__(self, f: Callable[..., Any]):
-        super().__init__()
-        self.f = f
-
-    def forward(self, *a: Any) -> Any:
-        return self.f(*a)
+from delegate_sdk.conformance.cases import FunctionModule as Fn
 
 
 def _bn() -> nn.Module:

@@ -14,14 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-
-class Fn(torch.nn.Module):
-    def __init__(self, fn: Callable[..., Any]):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args: Any) -> Any:
-        return self.fn(*args)
+from delegate_sdk.conformance.cases import FunctionModule as Fn
 
 
 @dataclass(frozen=True)

@@ -10,27 +10,13 @@ any other, with the corpus's sample kinds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from delegate_sdk.conformance.cases import In, OpCase, Sample
-
-
-class _Fn(nn.Module):
-    def __init__(self, f: Callable[..., Any]):
-        super().__init__()
-        self.f = f
-
-    def forward(self, *xs: torch.Tensor) -> Any:
-        return self.f(*xs)
-
-
-def _fn(f: Callable[..., Any]) -> Callable[[], nn.Module]:
-    return lambda: _Fn(f)
+from delegate_sdk.conformance.cases import In, OpCase, Sample, function_module
 
 
 def _unary(dtype: str = "float32", dist: str = "normal", high: float | None = None) -> list[Sample]:
@@ -76,19 +62,19 @@ def cases() -> list[OpCase]:
         ("mul", "aten.mul.Scalar", lambda x: torch.ops.aten.mul.Scalar(x, -1.5)),
         ("div", "aten.div.Scalar", lambda x: torch.ops.aten.div.Scalar(x, 3.0)),
     ]
-    out = [OpCase(f"op/qnn_{name}_scalar_overload", op, _fn(f), _unary()) for name, op, f in scalar]
+    out = [OpCase(f"op/qnn_{name}_scalar_overload", op, function_module(f), _unary()) for name, op, f in scalar]
     out += [
-        OpCase("op/qnn_alias", "aten.alias.default", _fn(lambda x: x.detach() * 2.0), _unary()),
-        OpCase("op/qnn_cast_bool_float", "aten._to_copy.default", _fn(lambda m: m.to(torch.float32)),
+        OpCase("op/qnn_alias", "aten.alias.default", function_module(lambda x: x.detach() * 2.0), _unary()),
+        OpCase("op/qnn_cast_bool_float", "aten._to_copy.default", function_module(lambda m: m.to(torch.float32)),
                _unary("bool", "bool")),
-        OpCase("op/qnn_cast_index_float", "aten._to_copy.default", _fn(lambda i: i.to(torch.float32)),
+        OpCase("op/qnn_cast_index_float", "aten._to_copy.default", function_module(lambda i: i.to(torch.float32)),
                _unary("int64", "index", high=50)),
-        OpCase("op/qnn_min_dim", "aten.min.dim", _fn(lambda x: tuple(x.min(-1))), _reduce()),
+        OpCase("op/qnn_min_dim", "aten.min.dim", function_module(lambda x: tuple(x.min(-1))), _reduce()),
         OpCase("op/qnn_sdpa", "aten.scaled_dot_product_attention.default",
-               _fn(lambda q, k, v: F.scaled_dot_product_attention(q, k, v)), _sdpa_samples(),
+               function_module(lambda q, k, v: F.scaled_dot_product_attention(q, k, v)), _sdpa_samples(),
                reduction=_attention_len, cond=2.0),
         OpCase("op/qnn_sdpa_float_mask", "aten.scaled_dot_product_attention.default",
-               _fn(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m)), [
+               function_module(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m)), [
                    Sample("normal", (In((2, 4, 8, 16)), In((2, 4, 12, 16)), In((2, 4, 12, 16)), In((2, 4, 8, 12)))),
                    Sample("broadcast", (In((2, 4, 8, 16)), In((2, 4, 12, 16)), In((2, 4, 12, 16)), In((8, 12)))),
                    Sample("noncontig", (In((2, 4, 8, 16)), In((2, 4, 12, 16)), In((2, 4, 12, 16)),

@@ -9,28 +9,10 @@ forms against eager PyTorch like any other.
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import torch
 from torch import nn
 
-from delegate_sdk.conformance.cases import In, OpCase, Sample
-
-
-class _Fn(nn.Module):
-    def __init__(self, f: Callable[..., Any]):
-        super().__init__()
-        self.f = f
-
-    def forward(self, *xs: torch.Tensor) -> Any:
-        return self.f(*xs)
-
-
-def _seeded(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
-    def make() -> nn.Module:
-        torch.manual_seed(0)
-        return factory().eval()
-    return make
+from delegate_sdk.conformance.cases import FunctionModule, In, OpCase, Sample, seeded
 
 
 def _std(*shapes: tuple[int, ...], edges: bool = True) -> list[Sample]:
@@ -44,18 +26,18 @@ def _std(*shapes: tuple[int, ...], edges: bool = True) -> list[Sample]:
 
 def cases() -> list[OpCase]:
     return [
-        OpCase("op/xnnpack_hardswish", "aten.hardswish.default", _seeded(nn.Hardswish),
+        OpCase("op/xnnpack_hardswish", "aten.hardswish.default", seeded(nn.Hardswish),
                _std((4, 16), (2, 3, 8, 8))),
-        OpCase("op/xnnpack_prelu", "aten.prelu.default", _seeded(lambda: nn.PReLU(8)),
+        OpCase("op/xnnpack_prelu", "aten.prelu.default", seeded(lambda: nn.PReLU(8)),
                _std((2, 8, 6, 6), (1, 8, 3, 17))),
-        OpCase("op/xnnpack_linear", "aten.linear.default", _seeded(lambda: nn.Linear(16, 24)),
+        OpCase("op/xnnpack_linear", "aten.linear.default", seeded(lambda: nn.Linear(16, 24)),
                _std((4, 16), (2, 3, 16), edges=False)),
         OpCase("op/xnnpack_max_dim_4d", "aten.max.dim",
-               _seeded(lambda: _Fn(lambda x: x.max(3, keepdim=True)[0] + x.max(2, keepdim=True)[0])),
+               seeded(lambda: FunctionModule(lambda x: x.max(3, keepdim=True)[0] + x.max(2, keepdim=True)[0])),
                _std((2, 3, 8, 5), (1, 4, 5, 9))),
         OpCase("op/xnnpack_max_pool2d", "aten.max_pool2d.default",  # kept whole (keep_ops), values only
-               _seeded(lambda: _Fn(lambda x: torch.nn.functional.max_pool2d(x, 2) + 0.5)),
+               seeded(lambda: FunctionModule(lambda x: torch.nn.functional.max_pool2d(x, 2) + 0.5)),
                _std((2, 3, 8, 8), (1, 4, 6, 10))),
-        OpCase("op/xnnpack_slice_step1", "aten.slice.Tensor", _seeded(lambda: _Fn(lambda x: x[:, 1:5, 2:] * 1.5)),
+        OpCase("op/xnnpack_slice_step1", "aten.slice.Tensor", seeded(lambda: FunctionModule(lambda x: x[:, 1:5, 2:] * 1.5)),
                _std((4, 8, 6), (2, 6, 7, 3))),
     ]

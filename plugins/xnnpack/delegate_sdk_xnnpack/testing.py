@@ -11,7 +11,6 @@ from torch.export import ExportedProgram
 
 from delegate_sdk import testing as kit
 from delegate_sdk.types import Claims, CompiledDelegate
-
 from delegate_sdk_xnnpack import plugin
 
 
@@ -60,14 +59,3 @@ def eager(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> list[torch
     with torch.no_grad():
         out = module.eval()(*args)
     return list(out) if isinstance(out, (tuple, list)) else [out]
-
-
-class Fn(torch.nn.Module):
-    """A module around a function, for one-op test cases."""
-
-    def __init__(self, fn: Any):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args: torch.Tensor) -> Any:
-        return self.fn(*args)

@@ -11,14 +11,14 @@ import threading
 import pytest
 import torch
 import torch.nn.functional as F
+from delegate_sdk_xnnpack import compiler, plugin
+from delegate_sdk_xnnpack.testing import capture, lower_and_run
 from torch import nn
 
 import delegate_sdk
+from delegate_sdk.conformance.cases import FunctionModule as Fn
 from delegate_sdk.errors import ContractError
 from delegate_sdk.registry import Registry
-
-from delegate_sdk_xnnpack import compiler, plugin
-from delegate_sdk_xnnpack.testing import Fn, capture, lower_and_run
 
 pytestmark = pytest.mark.slow
 
@@ -275,7 +275,9 @@ def test_inspect_marks_claims_the_shipped_expectations_know_to_be_risky(tmp_path
 
 def test_a_v1_blob_with_its_weights_inside_still_loads():
     """loadable_format_versions says (1, 2): a .pte written before weights moved to a section must run."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+        XnnpackPartitioner,
+    )
     from executorch.exir import to_edge_transform_and_lower
 
     net, x = nn.Linear(8, 4).eval(), r(2, 8)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from delegate_sdk_xnnpack.hosting import has_portable_kernel, hostable
 from torch import nn
 
 import delegate_sdk
 from delegate_sdk.conformance import run_conformance
-
-from delegate_sdk_xnnpack.hosting import has_portable_kernel, hostable
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from delegate_sdk_xnnpack.testing import eager, lower_and_run
 from torch import nn
 
-from delegate_sdk_xnnpack.testing import Fn, eager, lower_and_run
+from delegate_sdk.conformance.cases import FunctionModule as Fn
 
 pytestmark = pytest.mark.slow
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from delegate_sdk_xnnpack import plugin
+from delegate_sdk_xnnpack.testing import capture, claim_all
 from torch import nn
 
+from delegate_sdk.conformance.cases import FunctionModule as Fn
 from delegate_sdk.types import ReasonCode
-
-from delegate_sdk_xnnpack import plugin
-from delegate_sdk_xnnpack.testing import Fn, capture, claim_all
 
 
 def r(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -180,7 +180,8 @@ def test_options_are_validated_with_the_valid_ones_listed():
 def test_every_claimable_op_has_a_conformance_case(precision):
     """Conformance certifies only ops some case is about: each op the table can claim has one (the corpus's,
     or one this plugin contributes for a form only it reaches, like max_pool2d kept whole)."""
-    from delegate_sdk import testing
     from delegate_sdk_xnnpack.rules import supported_ops
+
+    from delegate_sdk import testing
 
     assert testing.ops_without_conformance_case("xnnpack", supported_ops(precision)) == []
