@@ -10,18 +10,18 @@ images so that activations have real ranges.
 Each plugin must lower the model (a failure is a row with its error: this test fails on it), delegate a
 real share of its multiply-accumulates, and be accurate on held-out inputs. Float precisions have an SQNR
 floor. An int8 result on random weights says more about the weights than the backend (MobileNetV2 collapses
-to about 0 dB on every int8 toolchain here), so the three independent int8 quantizers (QNN's ONNX QDQ flow,
-our TOSA quantizer for Vela, ExecuTorch's XNNPACK quantizer) are held to each other on the same model: none
-more than ``INT8_MARGIN`` dB below their median. The median, not the best: on PP-LCNet QNN reaches 26.1 dB
-where the other two get 19.0 and 16.3, and on HGNetV2 34.7 against 27.9 and 29.3, which says QNN's
-calibration suits those nets, not that the others are wrong. That is how a bias lost to int32 overflow was
-found (arm_ethos on EfficientNet: 0 dB where qnn, and ExecuTorch's XNNPACK int8, get 49.8).
+to about 0 dB on every int8 toolchain here), so the two int8 plugins, whose quantizers are independent
+(QNN's ONNX QDQ flow, our TOSA quantizer for Vela), are held to each other on the same model: at most
+``INT8_GAP`` dB apart. Independent calibrations differ by up to ~7 dB on these nets (PP-LCNet: qnn 26.1,
+arm_ethos 19.0, and ExecuTorch's XNNPACK quantizer 16.3; HGNetV2: 34.7, 27.9, 29.3); the gap leaves room for
+that and still catches a broken quantizer, as it caught a bias lost to int32 overflow (arm_ethos on
+EfficientNet: 0 dB where qnn, and ExecuTorch's XNNPACK int8, get 49.8). XNNPACK int8 as a third reference
+cost CI over 100 s.
 """
 
 from __future__ import annotations
 
 import importlib
-import statistics
 
 import pytest
 import torch
@@ -36,16 +36,16 @@ pytestmark = pytest.mark.slow
 
 #: SQNR floor (dB) of the float plugins at their default precision (fp32, fp16) on these models
 FLOOR = {"xnnpack": 60.0, "coreml": 20.0}
-#: the int8 configurations (qnn and arm_ethos by default, xnnpack when asked), held to each other per model
-INT8 = (("qnn", ""), ("arm_ethos", ""), ("xnnpack", "int8"))
-INT8_MARGIN = 6.0
+#: the int8 plugins (int8 is their default), held to each other on the same model
+INT8 = ("qnn", "arm_ethos")
+INT8_GAP = 12.0
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_every_plugin_lowers_and_matches_eager_on_a_real_architecture(name):
     torch.manual_seed(0)
     model, args, kwargs = ZOO[name]()
-    configs = [Config(((b, ""),)) for b in FLOOR] + [Config((entry,)) for entry in INT8]
+    configs = [Config(((b, ""),)) for b in (*FLOOR, *INT8)]
     c = compare(model, args, configs, example_kwargs=kwargs or None, calibration=4, eval_inputs=2, calls=2)
     failed = {r.label: r.error for r in c.results if not r.ok}
     assert not failed, failed
@@ -59,6 +59,5 @@ def test_every_plugin_lowers_and_matches_eager_on_a_real_architecture(name):
         assert r.sqnr_db is None or r.sqnr_db >= FLOOR[backend], (r.label, r.sqnr_db)
     int8 = {r.label: r.sqnr_db for r in int8_rows}
     assert all(label.endswith(":int8") for label in int8), int8
-    median = statistics.median(float("inf") if v is None else v for v in int8.values())
-    for label, db in int8.items():
-        assert db is None or db >= median - INT8_MARGIN, (label, db, int8)
+    finite = [v for v in int8.values() if v is not None]  # None: bit-exact
+    assert len(finite) < 2 or max(finite) - min(finite) <= INT8_GAP, int8
