@@ -40,6 +40,11 @@ def window(xp: np.ndarray, offsets: Sequence[int], out: Sequence[int], strides: 
     return xp[tuple(idx)]
 
 
+def _add_bias(out: np.ndarray, a: Args, nsp: int) -> np.ndarray:
+    b = a.get("bias")
+    return out if b is None else out + widen(b).reshape((1, -1) + (1,) * nsp)
+
+
 @kernel("conv")
 def _conv(a: Args) -> np.ndarray:
     x, w = widen(a["x"]), widen(a["weight"])
@@ -72,10 +77,7 @@ def _conv(a: Args) -> np.ndarray:
     wm = w.reshape(groups, og, cg * k_size).transpose(0, 2, 1)
     out = np.matmul(cols, wm)  # (G, N * O, Og)
     out = out.reshape(groups, n, n_pos, og).transpose(1, 0, 3, 2).reshape(n, c_out, *out_sp)
-    b = a.get("bias")
-    if b is not None:
-        out = out + widen(b).reshape((1, -1) + (1,) * nsp)
-    return out
+    return _add_bias(out, a, nsp)
 
 
 @kernel("conv_transpose")
@@ -128,10 +130,7 @@ def _conv_transpose(a: Args) -> np.ndarray:
     else:
         idx = [slice(None), slice(None)] + [slice(p0, full[i] - p1) for i, (p0, p1) in enumerate(pads)]
     out = out[tuple(idx)]
-    b = a.get("bias")
-    if b is not None:
-        out = out + widen(b).reshape((1, -1) + (1,) * nsp)
-    return out
+    return _add_bias(out, a, nsp)
 
 
 @kernel("crop")

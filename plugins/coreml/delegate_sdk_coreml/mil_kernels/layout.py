@@ -184,33 +184,41 @@ def _range_1d(a: Args) -> np.ndarray:
     return np.arange(start, end, step)
 
 
+def _to_space(x: np.ndarray, f: int, channels_first: bool) -> np.ndarray:
+    """Move f*f channel blocks into f x f pixels: channel c*f*f + i*f + j (``channels_first``, pixel_shuffle's
+    order) or (i*f + j)*C + c (depth_to_space's order) becomes pixel (i, j) of channel c."""
+    n, c, h, w = x.shape
+    c2 = c // (f * f)
+    if channels_first:
+        blocks = x.reshape(n, c2, f, f, h, w).transpose(0, 1, 4, 2, 5, 3)
+    else:
+        blocks = x.reshape(n, f, f, c2, h, w).transpose(0, 3, 4, 1, 5, 2)
+    return blocks.reshape(n, c2, h * f, w * f)
+
+
+def _to_depth(x: np.ndarray, f: int, channels_first: bool) -> np.ndarray:
+    """The inverse of ``_to_space`` in the same channel order."""
+    n, c, h, w = x.shape
+    blocks = x.reshape(n, c, h // f, f, w // f, f)
+    blocks = blocks.transpose(0, 1, 3, 5, 2, 4) if channels_first else blocks.transpose(0, 3, 5, 1, 2, 4)
+    return blocks.reshape(n, c * f * f, h // f, w // f)
+
+
 @kernel("pixel_shuffle")
 def _pixel_shuffle(a: Args) -> np.ndarray:
-    x = np.asarray(a["x"])
-    f = a.int("upscale_factor")
-    n, c, h, w = x.shape
-    return x.reshape(n, c // (f * f), f, f, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, c // (f * f), h * f, w * f)
+    return _to_space(np.asarray(a["x"]), a.int("upscale_factor"), channels_first=True)
 
 
 @kernel("pixel_unshuffle")
 def _pixel_unshuffle(a: Args) -> np.ndarray:
-    x = np.asarray(a["x"])
-    f = a.int("downscale_factor")
-    n, c, h, w = x.shape
-    return x.reshape(n, c, h // f, f, w // f, f).transpose(0, 1, 3, 5, 2, 4).reshape(n, c * f * f, h // f, w // f)
+    return _to_depth(np.asarray(a["x"]), a.int("downscale_factor"), channels_first=True)
 
 
 @kernel("space_to_depth")
 def _space_to_depth(a: Args) -> np.ndarray:
-    x = np.asarray(a["x"])
-    f = a.int("block_size")
-    n, c, h, w = x.shape
-    return x.reshape(n, c, h // f, f, w // f, f).transpose(0, 3, 5, 1, 2, 4).reshape(n, c * f * f, h // f, w // f)
+    return _to_depth(np.asarray(a["x"]), a.int("block_size"), channels_first=False)
 
 
 @kernel("depth_to_space")
 def _depth_to_space(a: Args) -> np.ndarray:
-    x = np.asarray(a["x"])
-    f = a.int("block_size")
-    n, c, h, w = x.shape
-    return x.reshape(n, f, f, c // (f * f), h, w).transpose(0, 3, 4, 1, 5, 2).reshape(n, c // (f * f), h * f, w * f)
+    return _to_space(np.asarray(a["x"]), a.int("block_size"), channels_first=False)

@@ -8,34 +8,38 @@ from delegate_sdk_coreml.mil_kernels.common import resolve_axes, widen
 from delegate_sdk_coreml.mil_kernels.registry import Args, kernel
 
 
-@kernel("batch_norm")
-def _batch_norm(a: Args) -> np.ndarray:
-    x = widen(a["x"])
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    mean, var = widen(a["mean"]).reshape(shape), widen(a["variance"]).reshape(shape)
-    out = (x - mean) / np.sqrt(var + a.float("epsilon", 1e-5))
+def _scale_shift(out: np.ndarray, a: Args, shape: tuple[int, ...] | list[int]) -> np.ndarray:
+    """The optional affine part every MIL norm shares: ``gamma`` and ``beta`` reshaped to broadcast."""
     g, b = a.get("gamma"), a.get("beta")
     if g is not None:
         out = out * widen(g).reshape(shape)
     if b is not None:
         out = out + widen(b).reshape(shape)
     return out
+
+
+def _standardise(x: np.ndarray, axes: tuple[int, ...], a: Args) -> np.ndarray:
+    mean = x.mean(axis=axes, keepdims=True)
+    var = np.square(x - mean).mean(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(var + a.float("epsilon", 1e-5))
+
+
+def _per_channel(x: np.ndarray) -> tuple[int, ...]:
+    return (1, -1) + (1,) * (x.ndim - 2)
+
+
+@kernel("batch_norm")
+def _batch_norm(a: Args) -> np.ndarray:
+    x = widen(a["x"])
+    shape = _per_channel(x)
+    mean, var = widen(a["mean"]).reshape(shape), widen(a["variance"]).reshape(shape)
+    return _scale_shift((x - mean) / np.sqrt(var + a.float("epsilon", 1e-5)), a, shape)
 
 
 @kernel("instance_norm")
 def _instance_norm(a: Args) -> np.ndarray:
     x = widen(a["x"])
-    axes = tuple(range(2, x.ndim))
-    mean = x.mean(axis=axes, keepdims=True)
-    var = np.square(x - mean).mean(axis=axes, keepdims=True)
-    out = (x - mean) / np.sqrt(var + a.float("epsilon", 1e-5))
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    g, b = a.get("gamma"), a.get("beta")
-    if g is not None:
-        out = out * widen(g).reshape(shape)
-    if b is not None:
-        out = out + widen(b).reshape(shape)
-    return out
+    return _scale_shift(_standardise(x, tuple(range(2, x.ndim)), a), a, _per_channel(x))
 
 
 @kernel("layer_norm")
@@ -44,17 +48,8 @@ def _layer_norm(a: Args) -> np.ndarray:
     axes = resolve_axes(a, "axes", x.ndim)
     if axes is None:
         axes = tuple(range(x.ndim))
-    mean = x.mean(axis=axes, keepdims=True)
-    var = np.square(x - mean).mean(axis=axes, keepdims=True)
-    out = (x - mean) / np.sqrt(var + a.float("epsilon", 1e-5))
     # gamma/beta have the shape of x over the normalized axes
-    gshape = [x.shape[i] if i in axes else 1 for i in range(x.ndim)]
-    g, b = a.get("gamma"), a.get("beta")
-    if g is not None:
-        out = out * widen(g).reshape(gshape)
-    if b is not None:
-        out = out + widen(b).reshape(gshape)
-    return out
+    return _scale_shift(_standardise(x, axes, a), a, [x.shape[i] if i in axes else 1 for i in range(x.ndim)])
 
 
 @kernel("l2_norm")
