@@ -112,6 +112,14 @@ def _first_line(e: BaseException) -> str:
     return brief(e)
 
 
+def eager_module(model: Any) -> Any:
+    """What runs ``model`` on eager PyTorch: a module in eval mode, or an ExportedProgram's module (already in
+    the mode it was exported in; torch refuses ``eval()`` on it)."""
+    if isinstance(model, ExportedProgram):
+        return model.module()
+    return model.eval() if isinstance(model, torch.nn.Module) else model
+
+
 @dataclass
 class ModelRef:
     """What a CLI MODEL argument names: the model and how it is called."""
@@ -126,7 +134,7 @@ class ModelRef:
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Run the model eagerly."""
-        m = self.model.module() if isinstance(self.model, ExportedProgram) else self.model.eval()
+        m = eager_module(self.model)
         with torch.no_grad():
             return m(*args, **kwargs)
 

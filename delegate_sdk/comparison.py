@@ -392,7 +392,7 @@ def compare(model: Any, example_inputs: Any, configs: Sequence[Config | str] | N
     started here), stopped after ``timeout_s`` (:mod:`delegate_sdk.comparison_ray`); the eager reference, the
     recommendation and the per-layer localisation stay in this process.
     """
-    from delegate_sdk.capture import as_args, decompose, export
+    from delegate_sdk.capture import as_args, decompose, eager_module, export
     from delegate_sdk.lowering import _in_spec, lower
     from delegate_sdk.registry import default_registry
     from delegate_sdk.signature import flatten_call, input_signature, random_call, unflatten_call
@@ -433,9 +433,7 @@ def compare(model: Any, example_inputs: Any, configs: Sequence[Config | str] | N
     evals = calls_from(eval_inputs, 2000)
     if not evals:
         raise UsageError("eval_inputs must give at least one input")
-    eager_mod = model.module() if hasattr(model, "module") and not isinstance(model, torch.nn.Module) else model
-    if isinstance(eager_mod, torch.nn.Module):
-        eager_mod = eager_mod.eval()
+    eager_mod = eager_module(model)
     with torch.no_grad():
         refs = [pytree.tree_leaves(eager_mod(*a, **kw)) for a, kw in evals]
     out_paths = _output_paths(eager_mod, evals[0])

@@ -67,6 +67,21 @@ def _row(label, sqnr, macs, latency, ok=True):
     return r
 
 
+def test_compare_a_model_saved_as_a_pt2_file(backends, tmp_path):
+    """As `delegate-sdk compare net.pt2` does: an ExportedProgram's module refuses eval(), which compare once
+    called on it."""
+    from delegate_sdk.capture import load_model_ref
+
+    torch.manual_seed(0)
+    model, x = SmallCNN().eval(), torch.randn(1, 3, 16, 16)
+    torch.export.save(torch.export.export(model, (x,)), str(tmp_path / "net.pt2"))
+    ref = load_model_ref(str(tmp_path / "net.pt2"))
+    c = compare(ref.model, ref.args, ["lin", "elem"], example_kwargs=ref.kwargs, calls=2, eval_inputs=2,
+                registry=backends)
+    assert [r.ok for r in c.results] == [True, True]
+    assert c.results[0].macs_fraction == 1.0 and c.recommendation.config == "lin:fp32"
+
+
 def test_policy_accuracy_first_then_macs_then_latency():
     p = Policy(min_sqnr_db=30)
     rows = [_row("a:int8", 25.0, 100, 1.0), _row("b:int8", 35.0, 90, 2.0), _row("c:fp16", 40.0, 90, 1.5),
