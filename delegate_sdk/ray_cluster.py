@@ -41,7 +41,12 @@ def connect(address: str | None) -> tuple[Any, bool]:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                  runtime_env={"env_vars": env} if env else None)
     except ConnectionError as e:
-        raise UsageError(f"cannot reach the Ray cluster at {address!r}: {e}") from None
+        hint = ""
+        if address not in (None, "auto") and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            # Ray connects to an explicit address without its token unless told to, and then only retries
+            hint = ("; if the cluster uses token authentication (`ray start` makes one whenever ~/.ray/auth_token "
+                    "exists), set RAY_AUTH_MODE=token and give the token (RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+        raise UsageError(f"cannot reach the Ray cluster at {address!r}: {e}{hint}") from None
     return ray, True
 
 
@@ -61,7 +66,9 @@ def local_cluster(nodes: int = 1, cpus_per_node: int = 2, temp_dir: str | None =
 
     For tests and benchmarks: each node runs ``ray start --block`` in its own process group, and leaving the
     block stops exactly those processes. (``ray stop`` would stop every Ray process on the machine, other
-    clusters included, such as a parallel test worker's.)
+    clusters included, such as a parallel test worker's.) The nodes listen on the loopback address only and
+    without token authentication: Ray turns it on for ``ray start`` whenever ``~/.ray/auth_token`` exists
+    (any earlier local ``ray.init()`` writes one), and a client given an explicit address then cannot connect.
     """
     ray_bin = str(Path(sys.executable).with_name("ray"))
     if not Path(ray_bin).exists():
@@ -70,8 +77,8 @@ def local_cluster(nodes: int = 1, cpus_per_node: int = 2, temp_dir: str | None =
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     tmp = temp_dir or tempfile.mkdtemp(prefix="dsdk-ray-")
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    common = [f"--num-cpus={cpus_per_node}", "--disable-usage-stats", "--block"]
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    common = [f"--num-cpus={cpus_per_node}", "--node-ip-address=127.0.0.1", "--disable-usage-stats", "--block"]
     commands = [[ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false",
                  f"--temp-dir={tmp}", *common]]
     commands += [[ray_bin, "start", f"--address=127.0.0.1:{port}", *common] for _ in range(nodes - 1)]

@@ -18,9 +18,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("canaries_env")]
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    # its own cluster, stopped alone: tests of this module may run on both xdist workers at once
-    with local_cluster(nodes=1, cpus_per_node=2, temp_dir=str(tmp_path_factory.mktemp("ray"))) as address:
+    # its own cluster, stopped alone: tests of this module may run on both xdist workers at once. Its nodes
+    # start where ~/.ray/auth_token exists, as on any machine that ever ran a local ray.init(): Ray then turns
+    # token authentication on for `ray start`, and clients given the address could not connect
+    home = tmp_path_factory.mktemp("home")
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text("f" * 64)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HOME", str(home))
+        cluster = local_cluster(nodes=1, cpus_per_node=2, temp_dir=str(tmp_path_factory.mktemp("ray")))
+        address = cluster.__enter__()
+    try:
         yield address
+    finally:
+        cluster.__exit__(None, None, None)
 
 
 def _comparable(report):
