@@ -12,8 +12,9 @@ when the nodes differ. That baseline runs the model itself when it unpickles on 
 importable there), else the exported program's module, which costs ~0.1 ms more per call (said in the row).
 
 A configuration whose worker dies (a segfault in a vendor runtime: on one machine it would end the whole
-comparison) or that runs past ``timeout_s`` is a row with that error; the other rows are unaffected. At most as
-many tasks are in flight as the cluster has CPUs, so a timeout counts from when its task started.
+comparison) or that runs past ``timeout_s`` is a row with that error; the other rows are unaffected. The timeout
+counts from when the task starts on its worker (the task's first item says so), not from its submission: a
+busy node's worker start-up is not the configuration's time.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import importlib
 import io
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -48,54 +49,68 @@ def run_configs(cfgs: Sequence[Config], exported: Any, model: Any, *, options: d
             model_bytes: bytes | None = ray.cloudpickle.dumps(model)
         except Exception:  # the baseline then runs the exported program instead
             model_bytes = None
+        # a generator task: its first item says it has started, so that worker start-up (a new Python
+        # importing torch and the plugins: seconds on a busy node) never counts against the timeout
         task = ray.remote(num_cpus=1, max_retries=0)(_remote_config)
         blob = ray.put(buf.getvalue())
         inputs = ray.put((calib, evals, refs, model_bytes, _pytree_modules(exported)))
-        # no more tasks in flight than the cluster has CPUs, so that a task starts when it is submitted and
-        # its timeout counts from then
+        # no more tasks in flight than the cluster has CPUs, so that a task starts soon after it is submitted
         slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
         queue = list(range(len(cfgs)))
-        running: dict[Any, tuple[int, float]] = {}
+        running: dict[Any, tuple[int, float | None]] = {}  # generator -> (configuration, when it started)
         results: list[ConfigResult | None] = [None] * len(cfgs)
         if on_progress:
             on_progress(f"{len(cfgs)} configurations on {slots} Ray worker slot(s)", 0, len(cfgs))
         while queue or running:
             while queue and len(running) < slots:
                 k = queue.pop(0)
-                ref = task.remote(cfgs[k], blob, inputs, out_paths, calls, options, hosted_ops)
-                running[ref] = (k, time.monotonic())
-            wait_s = None
-            if timeout_s is not None:
-                wait_s = max(0.0, min(t0 + timeout_s for _, t0 in running.values()) - time.monotonic())
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=wait_s)
-            for ref in ready:
-                k, _ = running.pop(ref)
+                running[task.remote(cfgs[k], blob, inputs, out_paths, calls, options, hosted_ops)] = (k, None)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=_wait_s(running, timeout_s))
+            for gen in ready:
+                k, _ = running.pop(gen)
                 try:
-                    results[k] = ray.get(ref)
+                    item = ray.get(next(gen))
+                except StopIteration:  # cannot happen unless the task body changes: say so rather than hang
+                    results[k] = ConfigResult(cfgs[k], error="the Ray task ended without a result")
                 except ray.exceptions.RayTaskError as e:  # the task raised (outside what _run_config catches)
                     cause = e.cause if isinstance(e.cause, BaseException) else e
                     results[k] = ConfigResult(cfgs[k], error=f"failed on the Ray worker: {_one_line(cause)}")
                 except Exception as e:  # the task's worker died, or its node: the row says so
                     results[k] = ConfigResult(cfgs[k], error=f"the Ray worker running it died ({_ray_error(e)})")
+                else:
+                    if isinstance(item, ConfigResult):
+                        results[k] = item
+                        if on_progress:
+                            on_progress(cfgs[k].label, sum(r is not None for r in results), len(cfgs))
+                    else:
+                        running[gen] = (k, time.monotonic())
             now = time.monotonic()
-            for ref, (k, t0) in list(running.items()):
-                if timeout_s is not None and now - t0 >= timeout_s:
-                    ray.cancel(ref, force=True)
-                    del running[ref]
+            for gen, (k, started) in list(running.items()):
+                if timeout_s is not None and started is not None and now - started >= timeout_s:
+                    ray.cancel(gen, force=True)
+                    del running[gen]
                     results[k] = ConfigResult(cfgs[k], error=f"still running after {timeout_s:g} s on a Ray "
                                                              f"worker: stopped (--timeout)")
-            if on_progress and ready:
-                on_progress(cfgs[k].label, sum(r is not None for r in results), len(cfgs))
         return [r for r in results if r is not None]
     finally:
         if started_here:
             ray.shutdown()
 
 
+def _wait_s(running: dict[Any, tuple[int, float | None]], timeout_s: float | None) -> float | None:
+    """How long to wait for the next item: until the first started task's deadline (None: no deadline)."""
+    starts = [t0 for _, t0 in running.values() if t0 is not None]
+    if timeout_s is None or not starts:
+        return None  # a task that starts is itself a ready item
+    return max(0.0, min(starts) + timeout_s - time.monotonic())
+
+
 def _remote_config(cfg: Config, blob: bytes,
                    inputs: tuple[list[Any], list[Any], list[Any], bytes | None, list[str]], out_paths: list[str],
-                   calls: int, options: dict[str, dict[str, Any]] | None, hosted_ops: bool) -> ConfigResult:
-    """The task: lower, save, run and time one configuration on this worker, eager's latency beside it."""
+                   calls: int, options: dict[str, dict[str, Any]] | None, hosted_ops: bool) -> Iterator[Any]:
+    """The task: says it has started, then lowers, saves, runs and times one configuration on this worker,
+    eager's latency beside it, and yields that row."""
+    yield "started"
     from delegate_sdk.lowering import lower
     from delegate_sdk.ray_cluster import where
     from delegate_sdk.registry import default_registry
@@ -117,7 +132,7 @@ def _remote_config(cfg: Config, blob: bytes,
     prog, res.program = res.program, None  # a live program stays here; the artifact travels
     if prog is not None:
         prog.close()
-    return res
+    yield res
 
 
 def _pytree_modules(ep: Any) -> list[str]:
