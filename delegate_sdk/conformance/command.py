@@ -22,6 +22,10 @@ _STYLE = {"PASS": "green", "PASS_PARTIAL": "green", "XFAIL": "yellow", "XPASS": 
 @click.option("--suite", type=click.Choice(["ops", "models", "all", "zoo"]), default="all", show_default=True,
               help="ops, models, or both (all); zoo: real architectures from transformers (pip install "
                    "'delegate-sdk[zoo]'), not part of all.")
+@click.option("--model", "models", multiple=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.pt2",
+              help="Also certify on this exported program (torch.export.save), a whole-model case judged by SQNR "
+                   "and bisected when it fails: case model/file_<name> (repeatable; -k model/file runs only "
+                   "these).")
 @click.option("-k", "pattern", metavar="REGEX", help="Only samples whose id matches (re.search), e.g. 'op/conv'.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes [default: core count].")
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -53,7 +57,7 @@ _STYLE = {"PASS": "green", "PASS_PARTIAL": "green", "XFAIL": "yellow", "XPASS": 
 def conform(plugin: str, precision: str | None, option_values: tuple[str, ...], suite: str, pattern: str | None,
             jobs: int | None, report_dir: Path | None, seed: int, shard: str | None, timeout: float, strict: bool,
             expectations_path: Path | None, no_bisect: bool, min_pass: int, min_ops: int, executor: str,
-            address: str | None, hosted_ops: bool, skip_runtime_checks: bool) -> None:
+            address: str | None, hosted_ops: bool, skip_runtime_checks: bool, models: tuple[Path, ...]) -> None:
     """Check that a plugin is faithful to eager PyTorch and keeps the runtime contract.
 
     Runs the op and model corpus (plus the plugin's own cases) through lower -> save -> load -> run in
@@ -95,7 +99,7 @@ def conform(plugin: str, precision: str | None, option_values: tuple[str, ...], 
                                      jobs=jobs, seed=seed, shard=shard, timeout=timeout, strict=strict,
                                      expectations=expectations_path, bisect=not no_bisect, min_pass=min_pass,
                                      min_ops=min_ops, runtime_checks=not skip_runtime_checks, executor=executor,
-                                     address=address, hosted_ops=hosted_ops, on_plan=on_plan,
+                                     address=address, hosted_ops=hosted_ops, models=models, on_plan=on_plan,
                                      on_result=on_result)
     except DelegateSDKError:
         raise  # the CLI group prints it as one line (exit 2 for usage errors, 1 otherwise)

@@ -40,6 +40,7 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
                     strict: bool = False, expectations: str | Path | None = None, bisect: bool = True,
                     min_pass: int = 1, min_ops: int = 0, runtime_checks: bool = True,
                     executor: str = "local", address: str | None = None, hosted_ops: bool = False,
+                    models: Sequence[str | Path] = (),
                     on_plan: Callable[[list[Unit]], None] | None = None,
                     on_result: Callable[[CaseResult], None] | None = None) -> Report:
     """Run the conformance suite for one plugin and return the report (nothing is printed or written).
@@ -49,6 +50,7 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
     ``runtime_checks=False`` skips the runtime contract checks (faster numerics iteration; not a certificate).
     ``executor``: ``"local"`` worker processes (``jobs`` of them), or ``"ray"``: workers on the Ray cluster at
     ``address`` (a local Ray instance when None; ``jobs`` defaults to the cluster's CPU count).
+    ``models``: ``.pt2`` files (``torch.export.save``) that are whole-model cases too, in any suite.
     Raises :class:`~delegate_sdk.errors.UsageError` for a bad argument, an unavailable plugin or a selection
     that holds no sample.
     """
@@ -86,7 +88,8 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
     else:
         found = exp.locate(backend.plugin)
     known = exp.parse(found.text, found.source) if found else []
-    cases = collect_cases(plugin, suite)
+    model_files = tuple(str(Path(m).resolve()) for m in models)
+    cases = collect_cases(plugin, suite, model_files=model_files)
     units = plan(cases, pattern=pattern, shard=shard_t)
     if not units:
         what = f"-k {pattern!r}" if pattern else f"--suite {suite}"
@@ -97,11 +100,12 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
     cfg = RunConfig(plugin=plugin, precision=precision, options=options, seed=seed,
                     jobs=jobs if executor == "ray" else max(1, jobs or os.cpu_count() or 1), timeout=timeout,
                     bisect=bisect, suite=suite, precision_spec=spec.to_json(), runtime_checks=runtime_checks,
-                    executor=executor, address=address, hosted_ops=hosted_ops)
+                    executor=executor, address=address, hosted_ops=hosted_ops, model_files=model_files)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     by_id = {c.id: c for c in cases}
-    base = repro_command(plugin, precision, options, seed, expectations, timeout, hosted_ops=hosted_ops)
+    base = repro_command(plugin, precision, options, seed, expectations, timeout, hosted_ops=hosted_ops,
+                         models=model_files)
 
     def finish(r: CaseResult) -> None:
         r.raw_outcome = r.outcome
@@ -127,12 +131,14 @@ def run_conformance(plugin: str, *, precision: str | None = None, options: dict[
                   runtime_checks=runtime_checks, min_pass=min_pass, min_ops=min_ops, executor=where,
                   hosted_ops=hosted_ops,
                   command=repro_command(plugin, precision, options, seed, expectations, timeout, jobs=jobs,
-                                        pattern=pattern, suite=suite, shard=shard, hosted_ops=hosted_ops))
+                                        pattern=pattern, suite=suite, shard=shard, hosted_ops=hosted_ops,
+                                        models=model_files))
 
 
 def repro_command(plugin: str, precision: str, options: dict[str, Any], seed: int,
                   expectations: str | Path | None, timeout: float | None, *, jobs: int | None = 1,
-                  pattern: str | None = None, suite: str = "all", shard: Any = None, hosted_ops: bool = False) -> str:
+                  pattern: str | None = None, suite: str = "all", shard: Any = None, hosted_ops: bool = False,
+                  models: Sequence[str] = ()) -> str:
     """The ``delegate-sdk conform`` command line of a run (by default: one job, as a rerun of one sample)."""
     parts = ["delegate-sdk", "conform", "--plugin", plugin, "--precision", precision]
     for k, v in sorted(options.items()):
@@ -142,6 +148,8 @@ def repro_command(plugin: str, precision: str, options: dict[str, Any], seed: in
         parts.append("--hosted-ops")
     if suite != "all":
         parts += ["--suite", suite]
+    for m in models:
+        parts += ["--model", str(m)]
     if shard:
         parts += ["--shard", shard if isinstance(shard, str) else f"{shard[0]}/{shard[1]}"]
     if expectations is not None:

@@ -59,12 +59,14 @@ class RunConfig:
     address: str | None = None
     #: let the plugin host ops on its CPU inside partitions (off: conformance of the accelerator itself)
     hosted_ops: bool = False
+    #: absolute paths of .pt2 programs that are model cases too (``conform --model``)
+    model_files: tuple[str, ...] = ()
 
     def worker_dict(self, tmpdir: str) -> dict[str, Any]:
         return {"plugin": self.plugin, "precision": self.precision, "precision_spec": self.precision_spec,
                 "options": dict(self.options), "seed": self.seed, "bisect": self.bisect, "suite": self.suite,
                 "tmpdir": tmpdir, "timeout": self.timeout, "runtime_checks": self.runtime_checks,
-                "hosted_ops": self.hosted_ops,
+                "hosted_ops": self.hosted_ops, "model_files": list(self.model_files),
                 "threads": self.threads_per_worker or self._threads()}
 
     def _threads(self) -> int:
@@ -94,8 +96,12 @@ def plugin_cases(plugin: str) -> list[Case]:
     return out
 
 
-def collect_cases(plugin: str | None, suite: str = "all", extra: Sequence[Case] = ()) -> list[Case]:
+def collect_cases(plugin: str | None, suite: str = "all", extra: Sequence[Case] = (),
+                  model_files: Sequence[str] = ()) -> list[Case]:
+    """The cases of ``suite``, the plugin's own (not in the zoo), and one model case per ``model_files`` entry
+    (in every suite: the user asked for them by name)."""
     from delegate_sdk.conformance.corpus import builtin_cases
+    from delegate_sdk.conformance.model_files import file_cases
 
     cases = builtin_cases(suite)
     # the zoo is the corpus's real architectures only; a plugin's own cases run in the other suites
@@ -104,6 +110,7 @@ def collect_cases(plugin: str | None, suite: str = "all", extra: Sequence[Case] 
         if suite == "ops" and c.kind != "op" or suite == "models" and c.kind != "model":
             continue
         cases.append(c)
+    cases += file_cases(model_files)
     seen: dict[str, Case] = {}
     for c in cases:
         if c.id in seen:
@@ -160,7 +167,12 @@ def _worker_cases(cfg: dict[str, Any]) -> dict[str, Case]:
     global _CASES
     if _CASES is None:
         suite = "zoo" if cfg.get("suite") == "zoo" else "all"  # the zoo is not part of "all"
-        _CASES = {c.id: c for c in collect_cases(cfg["plugin"], suite)}
+        files = cfg.get("model_files") or []
+        missing = [f for f in files if not os.path.isfile(f)]
+        if missing:
+            raise FileNotFoundError(f"--model {missing[0]} is not on this worker's machine: on a cluster, give "
+                                    "every node the file at the same path (a shared filesystem)")
+        _CASES = {c.id: c for c in collect_cases(cfg["plugin"], suite, model_files=files)}
     return _CASES
 
 
