@@ -5,10 +5,12 @@ A conformance worker compiles a case, saves the artifact and removes the compile
 side file ``preprocess`` wrote, or state ``preprocess`` left in memory) fails here, where a reload in the
 compiling process would not notice.
 
-Starting Python with torch and a vendor runtime costs seconds, so each worker starts one *zygote* process
-(``python -m delegate_sdk.conformance.fresh FD``) in a new, empty working directory with ``TMPDIR`` pointing
-at a new, empty directory. The zygote imports torch and the plugin (``describe`` only: it never compiles) and
-forks one child per artifact. Each child gets its own new, empty working and temp directories, loads the
+Starting Python with torch and a vendor runtime costs seconds, so each worker starts one *zygote* process in
+a new, empty working directory with ``TMPDIR`` pointing at a new, empty directory. The worker forks it from
+itself at start-up, after importing torch and the plugin and before compiling anything (:meth:`FreshProcess.
+forked`), which saves a second Python start and torch import per worker; where that is not safe (a Python
+thread is running) or the zygote died, it is started as ``python -m delegate_sdk.conformance.fresh FD``. The
+zygote imports torch and the plugin (``describe`` only: it never compiles) and forks one child per artifact. Each child gets its own new, empty working and temp directories, loads the
 artifact, runs the given inputs and records every file it opens outside the Python installation, the
 system directories and its own directories (an audit hook on ``open``): reading a file the compiler left
 behind shows up by name even when that file still exists.
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -242,6 +245,53 @@ def log_start_failure(e: BaseException) -> None:
     logging.getLogger(__name__).warning("the fresh-process loader did not start: %s", e)
 
 
+class _ForkedChild:
+    """The parts of ``subprocess.Popen`` that :class:`FreshProcess` uses, for a zygote forked from here."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                done, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = self.pid, 0
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"zygote {self.pid}", timeout)
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _fork_safe() -> bool:
+    """Whether this process may fork the zygote: no Python thread besides this one is running.
+
+    Native thread pools that importing numpy, torch or a vendor runtime starts (OpenBLAS's, for one) are
+    there too, idle; the zygote itself forks every artifact's child in that same state, so a zygote forked
+    from a worker at the same point is no different. A Python thread, though, could hold a lock the zygote
+    would inherit held.
+    """
+    import threading
+
+    return threading.active_count() == 1
+
+
 class FreshProcess:
     """The worker's handle on its zygote; started on first use, restarted if it dies."""
 
@@ -250,13 +300,59 @@ class FreshProcess:
         self.root = root
         self.threads = threads
         self.startup_timeout = startup_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | _ForkedChild | None = None
         self._conn: Connection | None = None
 
-    def _start(self) -> None:
+    @classmethod
+    def forked(cls, plugin: str, root: Path, threads: int = 1, close: Sequence[Any] = ()) -> FreshProcess:
+        """A handle whose zygote is forked from this process now, when that is safe; else one that starts it as
+        a new Python process on first use.
+
+        Call it before this process compiles anything (the zygote must never have compiled) and after importing
+        torch and the plugin (the zygote then starts warm). ``close``: connections of this process the zygote
+        must not hold (the worker's line to its scheduler).
+        """
+        fresh = cls(plugin, root, threads)
+        if not hasattr(os, "fork") or not _fork_safe():
+            return fresh
+        home = fresh._home()
+        ours, theirs = socket.socketpair()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the zygote: never returns
+            code = 0
+            try:
+                ours.close()
+                for c in close:
+                    c.close()
+                os.chdir(home / "cwd")
+                os.environ["TMPDIR"] = str(home / "tmp")
+                tempfile.tempdir = None
+                conn = Connection(theirs.detach())
+                _zygote(conn)
+            except BaseException:  # noqa: BLE001 - nothing may escape a forked child
+                code = 3
+            finally:
+                os._exit(code)
+        theirs.close()
+        fresh._proc = _ForkedChild(pid)
+        fresh._conn = Connection(ours.detach())
+        try:
+            fresh._handshake()
+        except (OSError, EOFError, RuntimeError) as e:
+            log_start_failure(e)
+            fresh.close()  # started as a new process on first use
+        return fresh
+
+    def _home(self) -> Path:
         home = self.root / f"zygote-{uuid.uuid4().hex[:8]}"
         (home / "cwd").mkdir(parents=True)
         (home / "tmp").mkdir()
+        return home
+
+    def _start(self) -> None:
+        home = self._home()
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         paths = [p for p in sys.path if p] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
@@ -267,6 +363,10 @@ class FreshProcess:
                                       env=env, close_fds=True)
         theirs.close()
         self._conn = Connection(ours.detach())
+        self._handshake()
+
+    def _handshake(self) -> None:
+        assert self._conn is not None
         self._conn.send(("config", {"plugin": self.plugin, "threads": self.threads}))
         if not self._conn.poll(self.startup_timeout):
             self.close()

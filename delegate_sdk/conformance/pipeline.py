@@ -188,6 +188,15 @@ class GroupRunner:
         self._fresh: Any = None
         self._thread_safe: bool | None = None
 
+    def prefork_fresh(self, close: Sequence[Any] = ()) -> None:
+        """Fork the fresh-process zygote from this process now, before it compiles anything (see
+        :meth:`delegate_sdk.conformance.fresh.FreshProcess.forked`); ``close``: connections it must not hold."""
+        from delegate_sdk.conformance.fresh import FreshProcess
+
+        if self.runtime_checks and self._fresh is None:
+            self._fresh = FreshProcess.forked(self.plugin, self.tmp / "fresh",
+                                              threads=int(self.cfg.get("threads") or 1), close=close)
+
     def close(self) -> None:
         if self._fresh is not None:
             self._fresh.close()

@@ -206,12 +206,13 @@ def _worker_main(conn: Connection) -> None:
     except Exception as e:
         conn.send(("fatal", f"worker could not start: {type(e).__name__}: {e}"))
         return
-    conn.send(("ready",))
     def step(stage: str, sid: str | None = None) -> None:
         # where this step's output (and a crash's stack) starts in the log: only the worker knows it exactly
         conn.send(("step", stage, sid, _log_size()))
 
     runner = GroupRunner(cfg, step=step, emit=lambda res: conn.send(("result", res)))
+    runner.prefork_fresh(close=[conn])  # torch and the plugin are imported, nothing is compiled yet
+    conn.send(("ready",))
     try:
         _serve(conn, runner, cases)
     finally:
