@@ -10,7 +10,8 @@ Each line becomes one test, ``conform[acme -k ...]``, that runs ``delegate-sdk c
 child process exactly as a user would and fails, with the report's problems, unless the run certifies
 (exit 0: no unexpected outcome, something claimed, the ``--min-pass`` / ``--min-ops`` asked for) and, when the
 selection holds a model case, a model case passed. The tests are marked ``slow``, like every test that
-compiles with a vendor toolchain.
+compiles with a vendor toolchain. Under pytest-xdist, a line without ``--jobs`` runs one conform worker: the
+xdist workers already use the cores.
 
 Where the lines are read: from the ``pyproject.toml`` of pytest's rootdir, when the run collects the whole
 project (``pytest`` or ``pytest <project dir>``, not ``pytest tests/test_one.py``); and from the
@@ -21,6 +22,7 @@ package's ``pyproject.toml`` never becomes pytest's config file.
 
 from __future__ import annotations
 
+import os
 import shlex
 import tomllib
 from pathlib import Path
@@ -38,6 +40,11 @@ class ConformItem(pytest.Item):
         from delegate_sdk.testing import run_conform
 
         words = shlex.split(self.line)
+        if os.environ.get("PYTEST_XDIST_WORKER") and not any(w == "--jobs" or w.startswith("--jobs=")
+                                                              for w in words):
+            # pytest-xdist's workers already fill the cores: a second conform worker would only pay the
+            # toolchain's start-up again (about 15 s for ExecuTorch's XNNPACK lowering)
+            words.append("--jobs=1")
         report_dir = Path(self.config._tmp_path_factory.mktemp("conform"))  # type: ignore[attr-defined]
         run = run_conform(words[0], words[1:], report_dir)
         run.assert_clean(min_pass=1)
