@@ -121,13 +121,15 @@ def test_compare_on_ray_a_dying_or_hung_configuration_is_a_row(ray_cluster):
             return torch.cos(x) + torch.exp(x)
 
     x = torch.randn(4, 8)
-    c = compare(CosExp(), (x,), ["canary_abort", "canary_hang", "xnnpack"], calls=2, executor="ray",
-                address=ray_cluster, timeout_s=15)
+    c = compare(CosExp(), (x,), ["canary_abort", "xnnpack"], calls=2, executor="ray", address=ray_cluster)
     rows = {r.label.split(":")[0]: r for r in c.results}
     assert "the Ray worker running it died" in rows["canary_abort"].error
-    assert "still running after 15 s" in rows["canary_hang"].error
     assert rows["xnnpack"].ok and rows["xnnpack"].nodes_delegated == rows["xnnpack"].nodes_total
     assert c.recommendation.config == rows["xnnpack"].label
+    # the timeout counts from when the task starts on its worker: a short one is not eaten by worker start-up
+    (hung,) = compare(CosExp(), (x,), ["canary_hang"], calls=2, executor="ray", address=ray_cluster,
+                      timeout_s=5).results
+    assert hung.error == "still running after 5 s on a Ray worker: stopped (--timeout)"
 
 
 def test_compare_cli_on_ray(ray_cluster, tmp_path):
