@@ -18,8 +18,10 @@ Every function takes the backend by its installed name, so a test exercises the 
 
 :func:`capture` gives the ``ExportedProgram`` your hooks see (core ATen, with your ``keep_ops`` whole),
 :func:`candidates` the exact node list ``claim`` receives, :func:`claim` your answer checked against the
-contract, :func:`lower_and_run` one strict lowering run against eager PyTorch, and :func:`run_conform`
-the real ``delegate-sdk conform`` command in a child process.
+contract, :func:`lower_and_run` one strict lowering run against eager PyTorch, :func:`side_by_side` many
+one-op cases as one model (one compile instead of one per op; :meth:`SideBySide.split` gives each case its
+outputs back; :func:`check_side_by_side` judges each case and names the culprit when the group fails), and
+:func:`run_conform` the real ``delegate-sdk conform`` command in a child process.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,8 +42,8 @@ from torch.export import ExportedProgram
 from delegate_sdk.conformance.expectations import is_unexpected
 from delegate_sdk.types import Claims, Refusal
 
-__all__ = ["ClaimResult", "ConformRun", "LoweredRun", "candidates", "capture", "claim", "lower_and_run",
-           "ops_without_conformance_case", "run_conform"]
+__all__ = ["ClaimResult", "ConformRun", "LoweredRun", "SideBySide", "candidates", "capture", "check_side_by_side",
+           "claim", "lower_and_run", "ops_without_conformance_case", "run_conform", "side_by_side"]
 
 
 def capture(backend: str | None, model: torch.nn.Module, args: tuple[Any, ...], *,
@@ -152,6 +155,84 @@ def lower_and_run(backend: str, model: torch.nn.Module, args: tuple[Any, ...], *
         got = prog(*run_args, **(kwargs or {}))
         want = model.eval()(*run_args, **(kwargs or {}))
     return LoweredRun(prog, list(pytree.tree_leaves(got)), list(pytree.tree_leaves(want)))
+
+
+class _SideBySideModule(torch.nn.Module):
+    def __init__(self, modules: list[torch.nn.Module], arity: list[int]) -> None:
+        super().__init__()
+        self.cases = torch.nn.ModuleList(modules)
+        self.arity = arity
+
+    def forward(self, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outs: list[torch.Tensor] = []
+        i = 0
+        for mod, n in zip(self.cases, self.arity):
+            r = mod(*flat[i:i + n])
+            i += n
+            outs.extend(r if isinstance(r, (tuple, list)) else [r])
+        return tuple(outs)
+
+
+@dataclass
+class SideBySide:
+    """Several one-op cases as one model: its inputs are the cases' inputs one after another, its outputs
+    the cases' outputs one after another (``spans[k]``: case k's first output and how many it has;
+    ``expected``: eager PyTorch's outputs on ``args``)."""
+
+    model: torch.nn.Module
+    args: tuple[torch.Tensor, ...]
+    spans: list[tuple[int, int]]
+    expected: tuple[torch.Tensor, ...]
+
+    def split(self, outputs: Any) -> list[list[Any]]:
+        """The flat outputs of ``model`` (lowered or eager), one list per case."""
+        flat = list(outputs)
+        return [flat[start:start + count] for start, count in self.spans]
+
+
+def side_by_side(cases: Any) -> SideBySide:
+    """One model running ``cases`` (each a ``(module, args)`` pair of tensors) side by side, so that a
+    toolchain compiles a dozen op cases at once instead of one by one (its fixed cost per compile, and
+    torch's per decomposition, is then paid once). Each case reads only its own inputs; when the group fails,
+    run its cases one by one to name the culprit."""
+    modules, flat, arity, spans, expected = [], [], [], [], []
+    for module, args in cases:
+        module = module.eval()
+        with torch.no_grad():
+            r = module(*args)
+        outs = list(r) if isinstance(r, (tuple, list)) else [r]
+        modules.append(module)
+        flat.extend(args)
+        arity.append(len(args))
+        spans.append((len(expected), len(outs)))
+        expected.extend(outs)
+    return SideBySide(_SideBySideModule(modules, arity).eval(), tuple(flat), spans, tuple(expected))
+
+
+def check_side_by_side(cases: dict[str, tuple[torch.nn.Module, tuple[Any, ...]]],
+                       run: Callable[[torch.nn.Module, tuple[Any, ...]], Any],
+                       judge: Callable[[str, Any, range], list[str]]) -> list[str]:
+    """Every problem of ``cases`` (name -> ``(module, args)``), found with one ``run`` of them side by side.
+
+    ``run(model, args)`` compiles and runs a model (raising when it cannot); ``judge(name, result, outputs)``
+    lists what is wrong with one case, ``outputs`` being the indices of that case's outputs in ``result``.
+    When the group's run raises, each case is run alone, so that the problem names the case that has it.
+    """
+    names = list(cases)
+    group = side_by_side([cases[n] for n in names])
+    try:
+        result = run(group.model, group.args)
+    except Exception as e:  # noqa: BLE001 - a case broke the group: find which, one by one
+        problems: list[str] = []
+        for n, (_, count) in zip(names, group.spans):
+            try:
+                single = run(*cases[n])
+            except Exception as e1:  # noqa: BLE001
+                problems.append(f"{n}: {type(e1).__name__}: {e1}")
+                continue
+            problems += judge(n, single, range(count))
+        return problems or [f"{', '.join(names)} fail together ({type(e).__name__}: {e}) and pass one by one"]
+    return [p for n, (start, count) in zip(names, group.spans) for p in judge(n, result, range(start, start + count))]
 
 
 def ops_without_conformance_case(backend: str, ops: Any) -> list[str]:
