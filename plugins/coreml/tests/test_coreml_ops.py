@@ -30,30 +30,10 @@ TOL = {"fp32": 1e-5, "fp16": 8 * FP16_EPS}
 GROUP_SIZE = 12
 
 
-class Group(torch.nn.Module):
-    def __init__(self, cases: list[OpCase], arity: list[int]):
-        super().__init__()
-        self.mods = torch.nn.ModuleList([c.make() for c in cases])
-        self.arity = arity
-
-    def forward(self, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outs: list[torch.Tensor] = []
-        i = 0
-        for mod, n in zip(self.mods, self.arity):
-            r = mod(*flat[i:i + n])
-            i += n
-            outs.extend(r if isinstance(r, (tuple, list)) else [r])
-        return tuple(outs)
-
-
 @dataclass
 class Prepared:
     cases: list[OpCase]
-    model: Group
-    inputs: tuple[torch.Tensor, ...]
-    #: per case: (first output index, number of outputs)
-    spans: list[tuple[int, int]]
-    expected: tuple[torch.Tensor, ...]
+    group: testing.SideBySide
     ep: torch.export.ExportedProgram
 
 
@@ -64,26 +44,11 @@ _prepared: dict[int, Prepared] = {}
 def prepare(gi: int) -> Prepared:
     if gi not in _prepared:
         cases = GROUPS[gi]
-        inputs: list[torch.Tensor] = []
-        arity = []
-        for k, c in enumerate(cases):
-            g = torch.Generator().manual_seed(1000 + gi * 100 + k)
-            xs = c.inputs(g)
-            arity.append(len(xs))
-            inputs.extend(xs)
+        inputs = [tuple(c.inputs(torch.Generator().manual_seed(1000 + gi * 100 + k))) for k, c in enumerate(cases)]
         torch.manual_seed(gi)
-        model = Group(cases, arity).eval()
-        with torch.no_grad():
-            spans, expected = [], []
-            i = 0
-            for mod, n in zip(model.mods, arity):
-                r = mod(*inputs[i:i + n])
-                i += n
-                r = list(r) if isinstance(r, (tuple, list)) else [r]
-                spans.append((len(expected), len(r)))
-                expected.extend(r)
-        ep = testing.capture("coreml", model, tuple(inputs))
-        _prepared[gi] = Prepared(cases, model, tuple(inputs), spans, tuple(expected), ep)
+        group = testing.side_by_side([(c.make(), xs) for c, xs in zip(cases, inputs)])
+        ep = testing.capture("coreml", group.model, group.args)
+        _prepared[gi] = Prepared(cases, group, ep)
     return _prepared[gi]
 
 
@@ -119,7 +84,7 @@ def test_ops_match_eager(gi: int, precision: str) -> None:
         assert not absent, f"case {c.id}: {absent} not in the captured graph"
 
     # strict: a node left on eager PyTorch fails here, with the plugin's reason
-    run = testing.lower_and_run("coreml", p.model, p.inputs, precision=precision)
+    run = testing.lower_and_run("coreml", p.group.model, p.group.args, precision=precision)
     # every MIL op of a partition is accounted for by the table entries of the nodes it came from
     for part in run.program.summary().partitions:
         allowed = set(rules.PASS_PRODUCED_MIL)
@@ -128,12 +93,11 @@ def test_ops_match_eager(gi: int, precision: str) -> None:
         unexpected = sorted(set(part.meta["mil_op_counts"]) - allowed)
         assert not unexpected, f"MIL ops not listed in rules.ATEN_TO_MIL for these nodes: {unexpected}"
 
-    got = run.outputs
-    assert len(got) == len(p.expected)
+    assert len(run.outputs) == len(p.group.expected)
     failures = []
-    for c, (start, count) in zip(p.cases, p.spans):
-        for k in range(count):
-            msg = compare(got[start + k], p.expected[start + k], precision)
+    for c, got, want in zip(p.cases, p.group.split(run.outputs), p.group.split(p.group.expected)):
+        for k, (g, e) in enumerate(zip(got, want)):
+            msg = compare(g, e, precision)
             if msg:
                 failures.append(f"{c.id}[{k}] ({', '.join(c.ops)}): {msg}")
     assert not failures, "\n".join(failures)

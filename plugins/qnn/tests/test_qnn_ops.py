@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from delegate_sdk import testing
 from delegate_sdk_qnn.testing import Fn, compile_and_run
 
 pytestmark = pytest.mark.slow
@@ -120,55 +121,109 @@ FLOAT_ONLY = {"cumsum"}
 A16W8_CASES = ["add", "sigmoid", "softmax", "layernorm", "linear", "conv2d", "sdpa", "gelu", "maxpool", "mean"]
 
 
-def _float_outputs(run):
-    return [i for i, e in enumerate(run.eager) if e.is_floating_point()]
+#: cases compiled together: one capture, ONNX export, quantization and HTP compile per group instead of per
+#: op (torch's decomposition and the QNN session set-up are most of a one-op compile); each case is still
+#: judged on its own outputs, and a group that fails to compile is retried case by case to name the culprit
+GROUP_SIZE = 10
 
 
-@pytest.mark.parametrize("name", [c for c in CASES if c not in FLOAT_ONLY])
-def test_int8(name):
-    make, args, eager_bound = CASES[name]
-    torch.manual_seed(0)
-    run = compile_and_run(make(), args, "int8")
-    assert run.reference is not None
-    for i in _float_outputs(run):
+def _grouped(names: list[str]) -> list[list[str]]:
+    # a discontinuous op (floor, a comparison) flips an element wherever HTP and the reference round its input
+    # to either side of a step, so its bound holds for the calibration it was measured with: compiled alone
+    alone = [[n] for n in names if CASES[n][2] is None]
+    rest = [n for n in names if CASES[n][2] is not None]
+    return [rest[i:i + GROUP_SIZE] for i in range(0, len(rest), GROUP_SIZE)] + alone
+
+
+def _ids(groups: list[list[str]]) -> list[str]:
+    return [f"{g[0]}..{g[-1]}" if len(g) > 1 else g[0] for g in groups]
+
+
+def _made(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)  # each case's weights as if it were compiled alone
+    return CASES[name][0]()
+
+
+def _problems(names: list[str], precision: str, judge) -> list[str]:
+    """Compile ``names`` side by side at ``precision`` and ``judge(name, run, output indices)`` each case."""
+    return testing.check_side_by_side({n: (_made(n), CASES[n][1]) for n in names},
+                                      lambda model, args: compile_and_run(model, args, precision), judge)
+
+
+def _int8(name: str, run, outputs) -> list[str]:
+    out = []
+    if run.reference is None:
+        return [f"{name}: no fake-quant reference at int8"]
+    eager_bound = CASES[name][2]
+    for i in outputs:
+        if not run.eager[i].is_floating_point():
+            continue
         q = run.quant(i)
-        assert q.dtype == "uint8" and 0 <= q.zero_point <= 255 and q.scale > 0
+        if not (q.dtype == "uint8" and 0 <= q.zero_point <= 255 and q.scale > 0):
+            out.append(f"{name}: output quantization {q}")
         bound = REF_LSB_OVERRIDES.get(name, HTP_VS_REF_LSB)
-        assert run.lsb(i, "reference") <= bound, (name, i, run.lsb(i, "reference"))
-        if eager_bound is not None:
-            assert run.lsb(i, "eager") <= eager_bound, (name, i, run.lsb(i, "eager"), run.ref_lsb(i))
+        if not run.lsb(i, "reference") <= bound:
+            out.append(f"{name}: {run.lsb(i, 'reference'):.2f} steps from the reference (> {bound})")
+        if eager_bound is not None and not run.lsb(i, "eager") <= eager_bound:
+            out.append(f"{name}: {run.lsb(i, 'eager'):.2f} steps from eager (> {eager_bound}; the reference is "
+                       f"{run.ref_lsb(i):.2f})")
+    return out
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_fp16(name):
-    make, args, eager_bound = CASES[name]
-    torch.manual_seed(0)
-    run = compile_and_run(make(), args, "fp16")
-    assert run.compiled.output_quant == [None] * len(run.outputs)
-    assert run.reference is None  # no fake-quant model at a float precision
-    for i in _float_outputs(run):
-        if eager_bound is None:
-            continue  # floor/compare flip on fp16 input rounding; compared below by agreement rate
-        assert run.rel(i) <= FP16_REL, (name, i, run.rel(i))
-    if eager_bound is None:
-        for o, e in zip(run.outputs, run.eager):
-            close = (o - e).abs() <= 1e-2 * e.abs().clamp(min=1)
-            assert close.float().mean() >= 0.97, (name, close.float().mean())
+def _fp16(name: str, run, outputs) -> list[str]:
+    out = []
+    if run.reference is not None or any(run.compiled.output_quant[i] is not None for i in outputs):
+        out.append(f"{name}: quantization parameters or a fake-quant reference at fp16")
+    for i in outputs:
+        if not run.eager[i].is_floating_point():
+            continue
+        if CASES[name][2] is None:  # floor/compare flip on fp16 input rounding: judged by agreement rate
+            o, e = run.outputs[i], run.eager[i]
+            agree = float(((o - e).abs() <= 1e-2 * e.abs().clamp(min=1)).float().mean())
+            if agree < 0.97:
+                out.append(f"{name}: {agree:.3f} of the elements agree with eager (< 0.97)")
+        elif not run.rel(i) <= FP16_REL:
+            out.append(f"{name}: relative error {run.rel(i):.2e} (> {FP16_REL})")
+    return out
 
 
-@pytest.mark.parametrize("name", A16W8_CASES)
-def test_a16w8(name):
-    make, args, _ = CASES[name]
-    torch.manual_seed(0)
-    run = compile_and_run(make(), args, "a16w8")
-    for i in _float_outputs(run):
+def _a16w8(name: str, run, outputs) -> list[str]:
+    out = []
+    for i in outputs:
+        if not run.eager[i].is_floating_point():
+            continue
         q = run.quant(i)
-        assert q.dtype == "uint16" and 0 <= q.zero_point <= 65535
-        # 16-bit activations: the delegate tracks the reference to within one 8-bit step (256
-        # 16-bit steps); HTP's 16-bit attention was seen 193 steps off (~0.2% of the range)
-        assert run.lsb(i, "reference") <= 256, (name, run.lsb(i, "reference"))
+        if not (q.dtype == "uint16" and 0 <= q.zero_point <= 65535):
+            out.append(f"{name}: output quantization {q}")
+        # 16-bit activations: the delegate tracks the reference to within one 8-bit step (256 16-bit steps);
+        # HTP's 16-bit attention was seen 193 steps off (~0.2% of the range)
+        if not run.lsb(i, "reference") <= 256:
+            out.append(f"{name}: {run.lsb(i, 'reference'):.0f} steps from the reference (> 256)")
         # and is far closer to eager than int8 would be (weights stay 8-bit)
-        assert run.rel(i) <= 1e-2, (name, run.rel(i))
+        if not run.rel(i) <= 1e-2:
+            out.append(f"{name}: relative error {run.rel(i):.2e} from eager (> 1e-2)")
+    return out
+
+
+INT8_GROUPS = _grouped([c for c in CASES if c not in FLOAT_ONLY])
+FP16_GROUPS = _grouped(list(CASES))
+
+
+@pytest.mark.parametrize("names", INT8_GROUPS, ids=_ids(INT8_GROUPS))
+def test_int8(names):
+    problems = _problems(names, "int8", _int8)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("names", FP16_GROUPS, ids=_ids(FP16_GROUPS))
+def test_fp16(names):
+    problems = _problems(names, "fp16", _fp16)
+    assert not problems, "\n".join(problems)
+
+
+def test_a16w8():
+    problems = _problems(A16W8_CASES, "a16w8", _a16w8)
+    assert not problems, "\n".join(problems)
 
 
 def test_argmax_int64_output():
