@@ -10,7 +10,8 @@ worker is replaced and the samples of the unit it had not reached are requeued.
 
 Where the workers run is a :class:`WorkerPool`, the one thing that differs between executors:
 
-- :class:`LocalPool` (``--executor local``, the default): ``--jobs`` worker processes on this machine;
+- :class:`LocalPool` (``--executor local``, the default): ``--jobs`` worker processes on this machine, forked
+  warm from a template process that outlives the run (:mod:`delegate_sdk.conformance.forkserver`);
 - :class:`delegate_sdk.conformance.ray_pool.RayPool` (``--executor ray``): the same worker processes, each
   started on a node of a Ray cluster by a small actor that relays its messages.
 
@@ -20,6 +21,7 @@ whichever pool ran them, apart from timings.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -35,6 +37,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from delegate_sdk.conformance.forkserver import ForkedWorker, Template, TemplateUnavailable, template_for, worker_env
 from delegate_sdk.conformance.report import CaseResult
 
 if TYPE_CHECKING:
@@ -116,22 +119,28 @@ def python_stack(path: Path, offset: int = 0, limit: int = 15) -> list[str]:
 class WorkerProcess:
     """A worker process on this machine and its connection (used by both pools: a Ray actor runs one too).
 
-    Started with ``subprocess`` rather than ``multiprocessing`` so that it never re-imports the caller's
-    ``__main__``; it inherits the environment, and the parent's ``sys.path`` is prepended to its
-    ``PYTHONPATH`` (as multiprocessing would do), so test plugins importable here are importable there.
+    Forked by ``template`` when one is given (:mod:`delegate_sdk.conformance.forkserver`: torch and the engine
+    already imported), else started with ``subprocess`` rather than ``multiprocessing`` so that it never
+    re-imports the caller's ``__main__``. Either way it has the caller's environment, with the caller's
+    ``sys.path`` prepended to its ``PYTHONPATH`` (as multiprocessing would do), so test plugins importable here
+    are importable there.
     """
 
-    def __init__(self, cfg: dict[str, Any], log_path: Path):
+    def __init__(self, cfg: dict[str, Any], log_path: Path, template: Template | None = None):
         ours, theirs = socket.socketpair()
-        env = dict(os.environ)
-        paths = [p for p in sys.path if p] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-        env["PYTHONPATH"] = os.pathsep.join(paths)
         self.log_path = log_path
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "delegate_sdk.conformance.worker", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, close_fds=True)
+        self.proc: subprocess.Popen[bytes] | ForkedWorker | None = None
+        if template is not None:
+            try:
+                self.proc = template.spawn(theirs, log_path)
+            except TemplateUnavailable:
+                self.proc = None
+        if self.proc is None:
+            with open(log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "delegate_sdk.conformance.worker", str(theirs.fileno())],
+                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=worker_env(), close_fds=True)
         theirs.close()
         self.conn = Connection(ours.detach())
         self.conn.send(("config", {**cfg, "log_path": str(log_path)}))
@@ -297,9 +306,9 @@ class WorkerPool(ABC):
 
 
 class _LocalWorker(Worker):
-    def __init__(self, cfg: dict[str, Any], log_path: Path):
+    def __init__(self, cfg: dict[str, Any], log_path: Path, template: Template | None = None):
         super().__init__("local")
-        self.process = WorkerProcess(cfg, log_path)
+        self.process = WorkerProcess(cfg, log_path, template)
 
     def send(self, msg: Any) -> None:
         self.process.conn.send(msg)
@@ -331,16 +340,27 @@ class LocalPool(WorkerPool):
 
     kind = "local"
 
-    def __init__(self, tmpdir: str):
+    def __init__(self, tmpdir: str, warm: bool = True):
         self.tmpdir = Path(tmpdir)
         self._spawned = 0
+        self._warm = warm and hasattr(os, "fork")
 
     def slots(self, requested: int | None) -> int:
         return max(1, requested or os.cpu_count() or 1)
 
+    def _template(self) -> Template | None:
+        if not self._warm:
+            return None
+        try:
+            return template_for(worker_env())
+        except TemplateUnavailable as e:
+            logging.getLogger(__name__).info("workers start as new processes: %s", e)
+            self._warm = False
+            return None
+
     def spawn(self, cfg: dict[str, Any]) -> Worker:
         self._spawned += 1
-        return _LocalWorker(cfg, self.tmpdir / f"worker{self._spawned}.log")
+        return _LocalWorker(cfg, self.tmpdir / f"worker{self._spawned}.log", self._template())
 
     def wait(self, workers: Sequence[Worker], timeout: float) -> list[tuple[Worker, list[Any], bool]]:
         local = [w for w in workers if isinstance(w, _LocalWorker)]
