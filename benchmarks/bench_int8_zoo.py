@@ -7,23 +7,33 @@ hardswish and squeeze-excite, its default config) and HGNetV2-B0 (fan-out and ch
 PaddleDetection's B0 widths), at 224x224, batch 1, random weights
 initialised as torchvision initialises them (Kaiming-normal fan-out convolutions, N(0, 0.01) classifier), batch
 norm statistics re-estimated on random images, calibrated on 8 seeded random inputs, judged on 4 others.
+
+``--torchvision DIR`` takes torchvision's own resnet18, mobilenet_v2, mobilenet_v3_small and squeezenet1_1 instead,
+as written by ``scripts/dev torchvision-models DIR`` (torchvision cannot be imported beside our torch, so they are
+exported from their own environment; same initialisation and batch norm re-estimation).
+
 Baseline: eager PyTorch (fp32) in the same run. Prints SQNR, top-1 agreement, partitions and latency per plugin
-and whether each meets its target (ResNet-18 and HGNetV2 >= 20 dB as for squeezenet1_1, the mobile nets >= 10 dB)::
+and whether each meets its target (ResNet-18, squeezenet1_1 and HGNetV2 >= 20 dB, the mobile nets >= 10 dB)::
 
     python benchmarks/bench_int8_zoo.py
     python benchmarks/bench_int8_zoo.py --models mobilenet_v2 --configs xnnpack:int8
+    scripts/dev torchvision-models models/tv && python benchmarks/bench_int8_zoo.py --torchvision models/tv
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from delegate_sdk.comparison import compare
 
-TARGET_DB = {"resnet18": 20.0, "mobilenet_v2": 10.0, "lcnet": 10.0, "hgnet": 20.0}
+TARGET_DB = {"resnet18": 20.0, "mobilenet_v2": 10.0, "lcnet": 10.0, "hgnet": 20.0, "mobilenet_v3_small": 10.0,
+             "squeezenet1_1": 20.0}
 
 
 def torchvision_init(model: nn.Module, size: int) -> nn.Module:
@@ -69,18 +79,28 @@ def build(name: str) -> nn.Module:
     raise SystemExit(f"unknown model {name}")
 
 
+def exported(directory: Path) -> dict[str, Any]:
+    """name -> (ExportedProgram, input size) for every model ``scripts/dev torchvision-models`` wrote there."""
+    manifest = json.loads((directory / "manifest.json").read_text())
+    print(f"torchvision {manifest['torchvision']} models exported under torch {manifest['torch']}")
+    return {e["model"]: (torch.export.load(str(directory / e["file"])), e["input"][-1]) for e in manifest["models"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet18,mobilenet_v2,lcnet,hgnet")
     ap.add_argument("--configs", default="xnnpack:int8,qnn:int8,arm_ethos:int8")
     ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--torchvision", type=Path, metavar="DIR", help="torchvision's models from this directory")
     args = ap.parse_args()
-    for name in args.models.split(","):
+    programs = exported(args.torchvision) if args.torchvision else {}
+    names = list(programs) if programs else args.models.split(",")
+    for name in names:
         torch.manual_seed(0)
-        model = torchvision_init(build(name), args.size)
-        c = compare(model, (torch.randn(1, 3, args.size, args.size),), args.configs.split(","), calibration=8,
+        model, size = programs[name] if programs else (torchvision_init(build(name), args.size), args.size)
+        c = compare(model, (torch.randn(1, 3, size, size),), args.configs.split(","), calibration=8,
                     eval_inputs=4, calls=3, name=name)
-        print(f"{name} {args.size}x{args.size}: eager {c.eager_latency_ms['median']:.1f} ms; target "
+        print(f"{name} {size}x{size}: eager {c.eager_latency_ms['median']:.1f} ms; target "
               f">= {TARGET_DB[name]:g} dB")
         for r in c.results:
             if not r.ok:
