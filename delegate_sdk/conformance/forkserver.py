@@ -46,24 +46,27 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-class ForkedWorker:
-    """The parts of ``subprocess.Popen`` the scheduler uses, for a worker the template forked."""
+class ForkedProcess:
+    """The parts of ``subprocess.Popen`` the conformance engine uses (``pid``, ``poll``, ``wait``, ``kill``), for
+    a process that was forked rather than started; a subclass says how its exit status is learned."""
 
-    def __init__(self, template: Template, pid: int) -> None:
-        self._template = template
+    def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
 
+    def _exit_code(self) -> int | None:
+        raise NotImplementedError
+
     def poll(self) -> int | None:
         if self.returncode is None:
-            self.returncode = self._template.exit_code(self.pid)
+            self.returncode = self._exit_code()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0)
+                raise subprocess.TimeoutExpired(f"process {self.pid}", timeout or 0)
             time.sleep(0.01)
         assert self.returncode is not None
         return self.returncode
@@ -74,6 +77,17 @@ class ForkedWorker:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+class ForkedWorker(ForkedProcess):
+    """A worker the template forked: the template, its parent, reports its exit status."""
+
+    def __init__(self, template: Template, pid: int) -> None:
+        super().__init__(pid)
+        self._template = template
+
+    def _exit_code(self) -> int | None:
+        return self._template.exit_code(self.pid)
 
 
 class Template:

@@ -36,6 +36,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from delegate_sdk.conformance.forkserver import ForkedProcess
+
 #: where reading a file is part of running Python and a vendor runtime, not a leftover of compilation
 _SYSTEM_ROOTS = ("/proc", "/sys", "/dev", "/etc", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/opt", "/run")
 
@@ -245,38 +247,15 @@ def log_start_failure(e: BaseException) -> None:
     logging.getLogger(__name__).warning("the fresh-process loader did not start: %s", e)
 
 
-class _ForkedChild:
-    """The parts of ``subprocess.Popen`` that :class:`FreshProcess` uses, for a zygote forked from here."""
+class _ForkedChild(ForkedProcess):
+    """A zygote forked from this process (its parent): ``waitpid`` gives its exit status."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            try:
-                done, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                done, status = self.pid, 0
-            if done:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while self.poll() is None:
-            if time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(f"zygote {self.pid}", timeout)
-            time.sleep(0.01)
-        assert self.returncode is not None
-        return self.returncode
-
-    def kill(self) -> None:
-        if self.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    def _exit_code(self) -> int | None:
+        try:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        return os.waitstatus_to_exitcode(status) if done else None
 
 
 def _fork_safe() -> bool:
