@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-from dataclasses import dataclass, field
 import logging
+import re
 import sys
+from dataclasses import dataclass, field
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -114,10 +115,15 @@ def _first_line(e: BaseException) -> str:
 
 def eager_module(model: Any) -> Any:
     """What runs ``model`` on eager PyTorch: a module in eval mode, or an ExportedProgram's module (already in
-    the mode it was exported in; torch refuses ``eval()`` on it)."""
+    the mode it was exported in; torch refuses ``eval()`` on it, also when handed the module itself)."""
     if isinstance(model, ExportedProgram):
         return model.module()
-    return model.eval() if isinstance(model, torch.nn.Module) else model
+    if not isinstance(model, torch.nn.Module):
+        return model
+    try:
+        return model.eval()
+    except NotImplementedError:
+        return model
 
 
 @dataclass
@@ -139,6 +145,55 @@ class ModelRef:
             return m(*args, **kwargs)
 
 
+_UNREGISTERED = re.compile(r"Deserializing ([\w.]+) in pytree is not registered")
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.causes: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        e = record.exc_info[1] if record.exc_info else None
+        while e is not None:
+            self.causes.append(f"{type(e).__name__}: {e}")
+            e = e.__cause__ or e.__context__
+
+
+def load_program(path: str | Path) -> ExportedProgram:
+    """``torch.export.load`` of a ``.pt2`` file, or a :class:`CaptureError` naming the file and why.
+
+    A program whose inputs or outputs are a library's types (transformers' ``ModelOutput``) loads only once
+    that library registered them with torch's pytree, which importing the defining module does: torch says
+    which type it is missing (in a logged warning, not in the exception), so that module is imported and the
+    file read again.
+    """
+    tried: set[str] = set()
+    logger = logging.getLogger("torch.export")
+    while True:
+        records = _Records()
+        # torch's own handlers would print a traceback that the error below says in one line
+        handlers, propagate = logger.handlers, logger.propagate
+        logger.handlers, logger.propagate = [records], False
+        try:
+            return torch.export.load(str(path))
+        except Exception as e:
+            error: BaseException = e
+        finally:
+            logger.handlers, logger.propagate = handlers, propagate
+        found = next((m for c in records.causes if (m := _UNREGISTERED.search(c))), None)
+        module = found.group(1).rpartition(".")[0] if found else ""
+        if not module or module in tried:
+            why = found.group(0) if found else _first_line(error)
+            raise CaptureError(f"{path} is not a .pt2 file written by torch.export.save: {why}") from error
+        tried.add(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as ie:
+            raise CaptureError(f"{path}: the program's inputs or outputs are types of {module!r}, which does not "
+                               f"import here ({ie}); install it") from None
+
+
 def load_model_ref(ref: str) -> ModelRef:
     """A CLI MODEL argument -> the model, its example call and dynamic shapes.
 
@@ -151,10 +206,7 @@ def load_model_ref(ref: str) -> ModelRef:
         path = Path(ref)
         if not path.is_file():
             raise UsageError(f"model file not found: {ref}")
-        try:
-            ep = torch.export.load(str(path))
-        except Exception as e:
-            raise CaptureError(f"{ref} is not a .pt2 file written by torch.export.save: {_first_line(e)}") from e
+        ep = load_program(path)
         return ModelRef(ep, *example_call_of(ep))
     if ":" not in ref:
         raise UsageError(f"MODEL must be a .pt2 file or package.module:callable, got {ref!r}")

@@ -82,6 +82,25 @@ def test_lower_pt2_file(tmp_path):
     assert json.loads(r.stdout)["check"][0]["max_abs_err"] == 0.0
 
 
+def test_a_pt2_whose_outputs_are_a_libraries_types_loads_in_a_new_process(tmp_path):
+    """A transformers model exported with its keyword call returns a ModelOutput: torch.export.load reads the
+    file only once transformers registered that type, which a fresh `delegate-sdk` process has not done."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(0)
+    cfg = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=4)
+    model = ResNetForImageClassification(cfg).eval()
+    pt2 = tmp_path / "hf.pt2"
+    torch.export.save(torch.export.export(model, (), {"pixel_values": torch.randn(1, 3, 16, 16)}), str(pt2))
+    r = cli("lower", str(pt2), "--backends", "lin,elem", "-o", str(tmp_path / "hf.dsdk"))
+    assert r.returncode == 0, r.stderr
+    assert "nodes delegated" in r.stdout and "Traceback" not in r.stderr
+    (tmp_path / "junk.pt2").write_bytes(b"not a zip")
+    r = cli("inspect", str(tmp_path / "junk.pt2"), "--backends", "lin")
+    assert r.returncode == 1 and "is not a .pt2 file written by torch.export.save" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["inspect", "dsdk_test_plugins.models:small_cnn", "--backends", "nope"], 2, "unknown backend 'nope'"),
     (["lower", "dsdk_test_plugins.models:small_cnn", "--backends", "lin", "-o", "x.dsdk", "--option", "lin.zz=1"],

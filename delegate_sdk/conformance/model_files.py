@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from delegate_sdk.conformance.cases import In, ModelCase, Sample
-from delegate_sdk.errors import UsageError
+from delegate_sdk.capture import load_program
+from delegate_sdk.errors import CaptureError, UsageError
 
 __all__ = ["case_id", "file_cases"]
 
@@ -28,12 +29,23 @@ def case_id(path: str | Path) -> str:
     return "model/file_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem)
 
 
+def _program(path: str) -> torch.export.ExportedProgram:
+    """Read once per process and version of the file: the case list and every lowering of it use one program."""
+    st = Path(path).stat()
+    return _read(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _read(path: str, mtime_ns: int, size: int) -> torch.export.ExportedProgram:
+    return load_program(path)
+
+
 def _load(path: str) -> torch.nn.Module:
-    return torch.export.load(path).module()
+    return _program(path).module()
 
 
 def _inputs(path: Path, ep: torch.export.ExportedProgram) -> tuple[In, ...]:
-    args_spec, kwargs_spec = ep.call_spec.in_spec.children() if ep.call_spec.in_spec else (None, None)
+    _, kwargs_spec = ep.call_spec.in_spec.children() if ep.call_spec.in_spec else (None, None)
     if kwargs_spec is not None and kwargs_spec.num_leaves:
         raise UsageError(f"--model {path}: the program takes keyword arguments; conform --model calls programs "
                          "with positional tensors only (wrap the model in a plugin's conformance_cases hook)")
@@ -68,10 +80,9 @@ def file_cases(paths: Sequence[str | Path]) -> list[ModelCase]:
         if not path.is_file():
             raise UsageError(f"--model {p}: no such file")
         try:
-            ep = torch.export.load(str(path))
-        except Exception as e:
-            raise UsageError(f"--model {p} is not a program written by torch.export.save: "
-                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+            ep = _program(str(path))
+        except CaptureError as e:
+            raise UsageError(f"--model {e}") from None
         cid = case_id(path)
         if cid in seen:
             raise UsageError(f"--model {p} and {seen[cid]} both become case {cid}: rename one")
