@@ -46,6 +46,16 @@ def worker_env() -> dict[str, str]:
     return env
 
 
+def fork_safe() -> bool:
+    """Whether this process may fork a child that goes on running Python: ``fork`` exists and no Python thread
+    besides this one is running (it could hold a lock the child would inherit held).
+
+    Native thread pools that importing numpy, torch or a vendor runtime starts (OpenBLAS's, for one) are
+    there too, idle; the fresh-process zygote has always forked every artifact's child in that state.
+    """
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
 class ForkedProcess:
     """The parts of ``subprocess.Popen`` the conformance engine uses (``pid``, ``poll``, ``wait``, ``kill``), for
     a process that was forked rather than started; a subclass says how its exit status is learned."""
@@ -254,7 +264,7 @@ def _serve(conn: Connection) -> None:
     except Exception as e:  # noqa: BLE001 - reported; the pool falls back to new processes
         conn.send(("fatal", f"{type(e).__name__}: {e}"))
         return
-    if not hasattr(os, "fork") or threading.active_count() != 1:
+    if not fork_safe():
         conn.send(("fatal", "forking is not possible or not safe here"))
         return
     conn.send(("ready",))

@@ -7,13 +7,14 @@ compiling process would not notice.
 
 Starting Python with torch and a vendor runtime costs seconds, so each worker starts one *zygote* process in
 a new, empty working directory with ``TMPDIR`` pointing at a new, empty directory. The worker forks it from
-itself at start-up, after importing torch and the plugin and before compiling anything (:meth:`FreshProcess.
-forked`), which saves a second Python start and torch import per worker; where that is not safe (a Python
-thread is running) or the zygote died, it is started as ``python -m delegate_sdk.conformance.fresh FD``. The
-zygote imports torch and the plugin (``describe`` only: it never compiles) and forks one child per artifact. Each child gets its own new, empty working and temp directories, loads the
-artifact, runs the given inputs and records every file it opens outside the Python installation, the
-system directories and its own directories (an audit hook on ``open``): reading a file the compiler left
-behind shows up by name even when that file still exists.
+itself at start-up, after importing torch and the plugin and before compiling anything
+(:meth:`FreshProcess.forked`), which saves a second Python start and torch import per worker; where that is
+not safe (a Python thread is running) or the zygote died, it is started as ``python -m
+delegate_sdk.conformance.fresh FD``. The zygote imports torch and the plugin (``describe`` only: it never
+compiles) and forks one child per artifact. Each child gets its own new, empty working and temp
+directories, loads the artifact, runs the given inputs and records every file it opens outside the Python
+installation, the system directories and its own directories (an audit hook on ``open``): reading a file the
+compiler left behind shows up by name even when that file still exists.
 
 The zygote and its children die with the worker (``PR_SET_PDEATHSIG`` on Linux), so a killed worker leaves
 no process behind.
@@ -36,7 +37,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from delegate_sdk.conformance.forkserver import ForkedProcess
+from delegate_sdk.conformance.forkserver import ForkedProcess, fork_safe, worker_env
 
 #: where reading a file is part of running Python and a vendor runtime, not a leftover of compilation
 _SYSTEM_ROOTS = ("/proc", "/sys", "/dev", "/etc", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/opt", "/run")
@@ -258,19 +259,6 @@ class _ForkedChild(ForkedProcess):
         return os.waitstatus_to_exitcode(status) if done else None
 
 
-def _fork_safe() -> bool:
-    """Whether this process may fork the zygote: no Python thread besides this one is running.
-
-    Native thread pools that importing numpy, torch or a vendor runtime starts (OpenBLAS's, for one) are
-    there too, idle; the zygote itself forks every artifact's child in that same state, so a zygote forked
-    from a worker at the same point is no different. A Python thread, though, could hold a lock the zygote
-    would inherit held.
-    """
-    import threading
-
-    return threading.active_count() == 1
-
-
 class FreshProcess:
     """The worker's handle on its zygote; started on first use, restarted if it dies."""
 
@@ -292,7 +280,7 @@ class FreshProcess:
         must not hold (the worker's line to its scheduler).
         """
         fresh = cls(plugin, root, threads)
-        if not hasattr(os, "fork") or not _fork_safe():
+        if not fork_safe():
             return fresh
         home = fresh._home()
         ours, theirs = socket.socketpair()
@@ -333,9 +321,7 @@ class FreshProcess:
     def _start(self) -> None:
         home = self._home()
         ours, theirs = socket.socketpair()
-        env = dict(os.environ)
-        paths = [p for p in sys.path if p] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-        env["PYTHONPATH"] = os.pathsep.join(paths)
+        env = worker_env()
         env["TMPDIR"] = str(home / "tmp")
         self._proc = subprocess.Popen([sys.executable, "-m", "delegate_sdk.conformance.fresh", str(theirs.fileno())],
                                       pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, cwd=home / "cwd",

@@ -231,11 +231,9 @@ def build_module(case: OpCase | ModelCase, seed: int) -> torch.nn.Module:
         m = case.module()
     if not isinstance(m, torch.nn.Module):
         raise TypeError(f"case {case.id}: module factory returned {type(m).__name__}, not torch.nn.Module")
-    try:
-        return m.eval()
-    except NotImplementedError:
-        # an ExportedProgram's module (a --model case) refuses eval(): its graph fixed the mode at export
-        return m
+    from delegate_sdk.capture import eager_module
+
+    return eager_module(m)  # an ExportedProgram's module (a --model case) keeps the mode it was exported in
 
 
 def describe(case: OpCase | ModelCase, sample: Sample, seed: int, precision: Any) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Every test here runs real ``delegate-sdk conform`` machinery: worker processes, the core's lower -> save
 -> load -> run, the tolerance policy. Selections (``pattern``) are kept small so the module stays fast, and
-runs use one worker process (each costs seconds of start-up; pytest-xdist fills the cores already), apart
-from the CLI test, whose two workers share the samples.
+runs use one worker process (pytest-xdist fills the cores already; a second worker is only more start-up),
+apart from the CLI test, whose two workers share the samples.
 """
 
 from __future__ import annotations
