@@ -66,7 +66,7 @@ def test_the_cli_takes_model_files_and_reports_them(tmp_path):
 def test_files_that_cannot_be_a_case_are_usage_errors_naming_the_file(tmp_path):
     junk = tmp_path / "junk.pt2"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(UsageError, match=r"junk.pt2 is not a program written by torch.export.save"):
+    with pytest.raises(UsageError, match=r"junk.pt2 is not a .pt2 file written by torch.export.save"):
         file_cases([junk])
 
     class Ids(torch.nn.Module):
