@@ -17,6 +17,7 @@ from delegate_sdk_arm_ethos import refgraph
 from delegate_sdk_arm_ethos.runtime import _relabel_for_reference_model, _to_tosa_input
 from delegate_sdk_arm_ethos.graph_eval import constant_nodes, evaluate, graph_inputs
 from delegate_sdk_arm_ethos.lowering import Lowered, LoweringError, RangeObserver, lower_program
+from delegate_sdk_arm_ethos.lowering.batch_norm_folding import fold_batch_norms
 from delegate_sdk_arm_ethos.options import Target, resolve
 from delegate_sdk_arm_ethos.vela import ReferenceModelError, VelaError, VelaResult, compile_tosa
 
@@ -38,6 +39,7 @@ def quantize_and_lower(program: ExportedProgram, precision: str,
     """The TOSA graph of a partition and its fake-quant reference (no Vela). Raises ValueError."""
     if precision not in ACT_DTYPE:
         raise ValueError(f"precision {precision!r} is not supported; use one of {', '.join(ACT_DTYPE)}")
+    program, folded = fold_batch_norms(program)
     gi = graph_inputs(program)
     if not calibration:
         if gi.user:
@@ -55,7 +57,7 @@ def quantize_and_lower(program: ExportedProgram, precision: str,
             from None
     const_env = {n: env[n] for n in constant_nodes(program, gi) if n in env}
     try:
-        lowered = lower_program(program, gi, const_env, obs.ranges(), ACT_DTYPE[precision])
+        lowered = lower_program(program, gi, const_env, obs.ranges(), ACT_DTYPE[precision], folded)
     except LoweringError as e:
         raise ValueError(f"TOSA lowering failed: {e}") from None
     graph, consts = refgraph.build(program, gi, const_env, lowered.node_q, lowered.weights, lowered.interpolated)

@@ -4,6 +4,7 @@ samples, and whole-module runs on the TOSA reference model compared with eager a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ class OpResult:
     op_counts: dict[str, int]
     tosa: bytes
     refused: tuple[Any, ...]  # what the claim rules refused in this module (u55-128 unless told)
+    sqnr_db: float = float("inf")  # the worst float output's SQNR against eager
 
 
 def run_on_reference_model(module: torch.nn.Module, args: tuple[Any, ...], precision: str = "int8",
@@ -53,6 +55,7 @@ def run_on_reference_model(module: torch.nn.Module, args: tuple[Any, ...], preci
         ref = module(*args)
     ref = ref if isinstance(ref, (tuple, list)) else (ref,)
     e1 = e2 = e3 = 0.0
+    sqnr = float("inf")
     for o, r, f, io in zip(outs, ref, fq, low.outputs):
         assert o.shape == r.shape and o.dtype == r.dtype
         if io.q is None:  # bool: must equal the reference exactly, eager may differ near thresholds
@@ -61,4 +64,7 @@ def run_on_reference_model(module: torch.nn.Module, args: tuple[Any, ...], preci
         e1 = max(e1, float((o - r).abs().max()) / io.q.scale)
         e2 = max(e2, float((o - f).abs().max()) / io.q.scale)
         e3 = max(e3, float((f - r).abs().max()) / io.q.scale)
-    return OpResult(e1, e2, e3, dict(low.op_counts), low.tosa, claimed.claims.refused)
+        noise = float((o - r).pow(2).sum())
+        if noise > 0:
+            sqnr = min(sqnr, 10 * math.log10(float(r.pow(2).sum()) / noise))
+    return OpResult(e1, e2, e3, dict(low.op_counts), low.tosa, claimed.claims.refused, sqnr)

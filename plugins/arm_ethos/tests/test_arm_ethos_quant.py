@@ -97,3 +97,105 @@ def test_a_convolution_with_one_padding_for_both_dims_lowers():
     with torch.no_grad():
         out, ref = prog(x), conv(x)
     assert out.shape == ref.shape and float((out - ref).abs().max()) <= 0.05 * float(ref.abs().max())
+
+
+def _conv_bn_relu():
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 16, 3, padding=1)
+            self.bn = nn.BatchNorm2d(16)
+            self.head = nn.Conv2d(16, 4, 1)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.bn(self.conv(x))))
+
+    torch.manual_seed(0)
+    m = Block().eval()
+    with torch.no_grad():
+        # channels whose scales differ by 100x before the norm, as after a randomly initialised conv
+        m.conv.weight.mul_(torch.logspace(-1, 1, 16).reshape(-1, 1, 1, 1))
+        y = m.conv(torch.randn(64, 8, 8, 8))
+        m.bn.running_mean.copy_(y.mean((0, 2, 3)))
+        m.bn.running_var.copy_(y.var((0, 2, 3)))
+    return m
+
+
+def test_batch_norm_folds_into_the_convolution_before_it():
+    import torch
+
+    from delegate_sdk import testing
+    from delegate_sdk_arm_ethos.graph_eval import evaluate, graph_inputs, output_nodes
+    from delegate_sdk_arm_ethos.lowering.batch_norm_folding import fold_batch_norms
+
+    m = _conv_bn_relu()
+    x = torch.randn(1, 8, 8, 8)
+    program = testing.claim("arm_ethos", m, (x,)).program
+    folded, names = fold_batch_norms(program)
+    ops = [str(n.target) for n in folded.graph.nodes if n.op == "call_function"]
+    assert not any("batch_norm" in op for op in ops) and ops.count("aten.convolution.default") == 2
+    assert any("batch_norm" in str(n.target) for n in program.graph.nodes), "the caller's program was changed"
+    ((conv, gone),) = names.items()
+    assert conv == "convolution" and gone[0].startswith("_native_batch_norm")
+    gi = graph_inputs(folded)
+    out = evaluate(folded, gi, (x,))[output_nodes(folded)[0].name]
+    torch.testing.assert_close(out, m(x).detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_convolution_with_another_user_keeps_its_batch_norm():
+    import torch
+    from torch import nn
+
+    from delegate_sdk import testing
+    from delegate_sdk_arm_ethos.lowering.batch_norm_folding import fold_batch_norms
+
+    class TwoUsers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y
+
+    program = testing.claim("arm_ethos", TwoUsers().eval(), (torch.randn(1, 3, 4, 4),)).program
+    folded, names = fold_batch_norms(program)
+    assert folded is program and names == {}
+
+
+@pytest.mark.slow
+def test_conv_batch_norm_relu_keeps_the_accuracy_of_its_folded_form():
+    """Quantizing the convolution's output before batch norm evened its channels out cost this block
+    24 dB (12.0 dB instead of 36.5), and mobilenet_v3_small fell to 6.5 dB."""
+    import torch
+
+    from arm_ethos_helpers import run_on_reference_model
+
+    m = _conv_bn_relu()
+    x = torch.randn(1, 8, 8, 8)
+    r = run_on_reference_model(m, (x,))
+    assert "DEPTHWISE_CONV2D" not in r.op_counts and r.op_counts["CONV2D"] == 2
+    assert r.sqnr_db >= 30 and r.lsb_ref <= 1.001, (r.sqnr_db, r.lsb_ref)
+
+
+@pytest.mark.slow
+def test_an_op_followed_by_relu_is_quantized_in_the_relu_range():
+    """relu keeps its input's quantization; on the range of the linear before it, half the codes went to
+    the negatives relu removes."""
+    import torch
+    from torch import nn
+
+    from delegate_sdk import testing
+    from delegate_sdk_arm_ethos.compiler import quantize_and_lower
+
+    from arm_ethos_helpers import calibration
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 8)).eval()
+    x = torch.randn(4, 32)
+    program = testing.claim("arm_ethos", m, (x,)).program
+    q = quantize_and_lower(program, "int8", calibration((x,))).lowered.node_q
+    assert q["linear"] == q["relu"] and q["relu"].zero_point == -128, q

@@ -54,12 +54,17 @@ if TYPE_CHECKING:
     from delegate_sdk_arm_ethos.refgraph import QuantWeight
 
 
+#: ops whose lowering keeps their input's quantization and clamps its codes (see Lowerer.out_q)
+CLAMPS = frozenset({"aten.relu.default", "aten.relu6.default", "aten.hardtanh.default", "aten.clamp.default"})
+
+
 class Lowerer:
     """One partition's lowering: its TOSA builder, the value of every node, the quantization chosen."""
 
     def __init__(self, program: ExportedProgram, gi: GraphInputs, const_env: dict[str, Any], ranges: Ranges,
-                 act_dtype: str = "int8") -> None:
+                 act_dtype: str = "int8", folded: dict[str, list[str]] | None = None) -> None:
         self.program = program
+        self.folded = folded or {}
         self.gi = gi
         self.const_env = const_env
         self.ranges = ranges
@@ -96,7 +101,7 @@ class Lowerer:
         for node in self.program.graph.nodes:
             if node.op != "call_function" or node.name in self.vals:
                 continue
-            self.b.source = [node.name]
+            self.b.source = [node.name, *self.folded.get(node.name, ())]
             self.vals[node.name] = self._lower_node(node)
             v = self.vals[node.name]
             if isinstance(v, Val) and v.q is not None:
@@ -210,6 +215,18 @@ class Lowerer:
         return self.rescale(x, [scale], q.zero_point, 0, "int32")
 
     def out_q(self, node: torch.fx.Node) -> QParams:
+        """The quantization ``node``'s lowering produces its value in.
+
+        A node whose only user is a clamp (relu, relu6, hardtanh, clamp) takes the
+        clamp's range: a clamp keeps its input's quantization, so otherwise every relu
+        after a convolution would spend half its codes on the negatives it removed.
+        Saturating to the clamp's range and then clamping is the same as clamping and
+        then quantizing, so the clamp stays exact.
+        """
+        users = list(node.users)
+        if len(users) == 1 and op_name(users[0]) in CLAMPS and users[0].args[0] is node \
+                and users[0].name in self.ranges.lo:
+            return self.range_q(users[0].name)
         return self.range_q(node.name)
 
     def broadcast_operand(self, v: Val, out_shape: Sequence[int], layout: str) -> str:
@@ -265,6 +282,9 @@ class Lowerer:
 
 
 def lower_program(program: ExportedProgram, gi: GraphInputs, const_env: dict[str, Any], ranges: Ranges,
-                  act_dtype: str) -> Lowered:
-    """The TOSA graph of ``program`` at ``act_dtype`` activations, every node lowered by its registered op."""
-    return Lowerer(program, gi, const_env, ranges, act_dtype).lower()
+                  act_dtype: str, folded: dict[str, list[str]] | None = None) -> Lowered:
+    """The TOSA graph of ``program`` at ``act_dtype`` activations, every node lowered by its registered op.
+
+    ``folded`` names, per node, the original nodes folded into it (they appear beside it in the debug map).
+    """
+    return Lowerer(program, gi, const_env, ranges, act_dtype, folded).lower()
