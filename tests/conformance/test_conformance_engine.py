@@ -250,6 +250,24 @@ def test_quantized_policy_in_lsb():
     assert not tolerance.judge_op("int8", [x], [q + 3 * s], quant=[tolerance.OutputQuant(s, 8, None)]).ok
 
 
+def test_a_one_step_difference_at_int16_is_one_step():
+    """Outputs arrive as float32, which holds int16 codes with a rounding of up to ~0.002 steps: a delegate one
+    step from the reference read as 1.0014 steps and failed (arm_ethos a16w8 silu near full scale)."""
+    s = 1.1e-4
+    codes = torch.arange(18000, 18400, dtype=torch.float64)
+    r = (codes * s).float()
+    e = r.clone()
+    one = r.clone()
+    one[::4] = ((codes[::4] - 1) * s).float()
+    one[2::4] = ((codes[2::4] + 1) * s).float()  # both ways, so that the bias rule stays out of it
+    v = tolerance.judge_op("a16w8", [e], [one], quant=[tolerance.OutputQuant(s, 16, r)])
+    assert v.ok, v.detail
+    two = one.clone()
+    two[0] = ((codes[0] - 2) * s).float()
+    v = tolerance.judge_op("a16w8", [e], [two], quant=[tolerance.OutputQuant(s, 16, r)])
+    assert not v.ok and "exceeds the reference's by 2" in v.detail and "flat index 0" in v.detail
+
+
 def test_model_policy_sqnr():
     x = torch.randn(100, generator=torch.Generator().manual_seed(2))
     v = tolerance.judge_model("fp32", [x], [x * (1 + 1e-6)])
