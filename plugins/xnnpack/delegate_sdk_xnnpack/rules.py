@@ -215,9 +215,10 @@ def bilinear_integral_size(node: torch.fx.Node, ctx: RuleContext) -> Reject | No
 # ----------------------------------------------------------------------------- data movement
 
 rules.ops("aten.cat.default", precisions=BOTH)
-# padding is not quantized by ExecuTorch (no int8 config), but its partitioner takes the float pad inside an int8
-# graph (between a dequantize and a quantize, exact), so claiming it at int8 is what ExecuTorch does: without it,
-# a TF-padded CNN (transformers' MobileNetV2) is cut into a partition per pad
+# the XNNPACK quantizer has no pad config, but ExecuTorch's partitioner takes a pad between a dequantize and a
+# quantize (exact), so claiming it at int8 is what ExecuTorch does: without it, a TF-padded CNN (transformers'
+# MobileNetV2) is cut into a partition per pad. quantize.py gives pad its input's quantization, so that a pad
+# at a partition's edge is int8 too
 rules.ops("aten.constant_pad_nd.default", precisions=BOTH)
 # (squeeze.dim and squeeze.default never reach claim: core ATen spells every squeeze squeeze.dims)
 rules.ops("aten.permute.default", "aten.squeeze.dims", "aten.unsqueeze.default", "aten.view.default",

@@ -106,6 +106,9 @@ CASES: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...], float]] = {
     # TF-style padding between convolutions (transformers' MobileNetV2): the float pad stays inside the int8 graph
     "conv_pad_conv": (nn.Sequential(nn.Conv2d(3, 8, 3), Fn(lambda x: F.pad(x, (0, 1, 0, 1))),
                                     nn.Conv2d(8, 8, 3, stride=2)), (r(1, 3, 9, 9),), 6),
+    # a pad that starts or ends a partition: without its own annotation it stayed float (no output scale)
+    "pad": (Fn(lambda x: F.pad(x, (1, 2, 0, 1))), (r(1, 3, 6, 6),), 1),
+    "conv_pad": (nn.Sequential(nn.Conv2d(3, 8, 3), Fn(lambda x: F.pad(x, (1, 1, 1, 1)))), (r(1, 3, 8, 8),), 3),
     "mlp": (Mlp(), (r(4, 16),), 4),
     "tiny_cnn": (TinyCnn(), (r(1, 3, 16, 16),), 6),
 }
