@@ -291,12 +291,9 @@ def _serve(conn: Connection) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    conn = Connection(int(args[0]))
-    try:
-        _serve(conn)
-    finally:
-        conn.close()
+    from delegate_sdk.conformance.worker import serve_inherited
+
+    serve_inherited(_serve, argv)
 
 
 if __name__ == "__main__":

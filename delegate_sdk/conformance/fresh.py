@@ -424,12 +424,9 @@ class FreshProcess:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    conn = Connection(int(args[0]))
-    try:
-        _zygote(conn)
-    finally:
-        conn.close()
+    from delegate_sdk.conformance.worker import serve_inherited
+
+    serve_inherited(_zygote, argv)
 
 
 if __name__ == "__main__":

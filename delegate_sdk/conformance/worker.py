@@ -7,18 +7,25 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 
-def main(argv: list[str] | None = None) -> None:
+def serve_inherited(serve: Callable[[Connection], None], argv: list[str] | None = None) -> None:
+    """Run ``serve`` on the connection whose file descriptor is the first argument (the worker, the fresh-process
+    zygote and the worker template are all started this way), closing it when ``serve`` returns."""
     args = sys.argv[1:] if argv is None else argv
     conn = Connection(int(args[0]))
-    from delegate_sdk.conformance.runner import _worker_main
-
     try:
-        _worker_main(conn)
+        serve(conn)
     finally:
         conn.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    from delegate_sdk.conformance.runner import _worker_main
+
+    serve_inherited(_worker_main, argv)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ from __future__ import annotations
 import copy
 import operator
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch.export import ExportedProgram
 
 from delegate_sdk.support import op_name
-from delegate_sdk_arm_ethos.graph_eval import GraphInputs, constant_nodes, graph_inputs
+from delegate_sdk_arm_ethos.graph_eval import graph_inputs
 
 CONV = "aten.convolution.default"
 BATCH_NORM = "aten._native_batch_norm_legit_no_training.default"
@@ -36,19 +37,16 @@ def fold_batch_norms(program: ExportedProgram) -> tuple[ExportedProgram, dict[st
     per folded convolution, the names of the nodes folded into it (for the
     debug map).
     """
-    gi = graph_inputs(program)
-    if not _pairs(program, gi, constant_nodes(program, gi)):
+    if not _pairs(program, graph_inputs(program).constants):
         return program, {}
     with warnings.catch_warnings():
         # torch 2.13 warns about its own LeafSpec while copying the program's tree specs
         warnings.simplefilter("ignore", FutureWarning)
         program = copy.deepcopy(program)
-    gi = graph_inputs(program)
-    const = constant_nodes(program, gi)
-    values = _constant_values(program, gi, const)
+    values = graph_inputs(program).constants
     folded: dict[str, list[str]] = {}
     graph = program.graph
-    for conv, bn in _pairs(program, gi, const):
+    for conv, bn in _pairs(program, values):
         w, b = _folded_params(conv, bn, values)
         with graph.inserting_before(conv):
             w_node = _constant_node(program, f"{conv.name}_bn_folded_weight", w)
@@ -68,8 +66,9 @@ def fold_batch_norms(program: ExportedProgram) -> tuple[ExportedProgram, dict[st
     return program, folded
 
 
-def _pairs(program: ExportedProgram, gi: GraphInputs, const: set[str]) -> list[tuple[torch.fx.Node, torch.fx.Node]]:
-    """(conv, bn) where the batch norm is the convolution's only user and only its output 0 is used."""
+def _pairs(program: ExportedProgram, const: Mapping[str, torch.Tensor]) -> list[tuple[torch.fx.Node, torch.fx.Node]]:
+    """(conv, bn) where the batch norm is the convolution's only user, only its output 0 is used, and the
+    weights and statistics are constant inputs of the partition (a weight computed inside it stays unfolded)."""
     pairs = []
     for conv in program.graph.nodes:
         if conv.op != "call_function" or op_name(conv) != CONV or len(conv.users) != 1:
@@ -90,29 +89,13 @@ def _pairs(program: ExportedProgram, gi: GraphInputs, const: set[str]) -> list[t
     return pairs
 
 
-def _is_const(arg: Any, const: set[str], optional: bool = False) -> bool:
+def _is_const(arg: Any, const: Mapping[str, torch.Tensor], optional: bool = False) -> bool:
     if arg is None:
         return optional
     return isinstance(arg, torch.fx.Node) and arg.name in const
 
 
-def _constant_values(program: ExportedProgram, gi: GraphInputs, const: set[str]) -> dict[str, torch.Tensor]:
-    """The value of every constant node (weights may be computed from parameters, e.g. dequantized)."""
-    env: dict[str, Any] = dict(gi.constants)
-    with torch.no_grad():
-        for node in program.graph.nodes:
-            if node.name in env or node.name not in const:
-                continue
-            if node.op == "get_attr":
-                env[node.name] = getattr(program.graph_module, node.target)
-            elif node.op == "call_function":
-                args = torch.fx.node.map_arg(node.args, lambda n: env[n.name])
-                kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n.name])
-                env[node.name] = node.target(*args, **kwargs)
-    return env
-
-
-def _folded_params(conv: torch.fx.Node, bn: torch.fx.Node, values: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+def _folded_params(conv: torch.fx.Node, bn: torch.fx.Node, values: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
     def get(a: Any) -> torch.Tensor | None:
         return None if a is None else values[a.name].detach().to(torch.float64)
 
