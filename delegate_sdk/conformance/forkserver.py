@@ -26,7 +26,7 @@ import time
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle, send_handle
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 #: what every worker imports before its first step (the rest comes with the plugin)
 _WARM_MODULES = ("torch", "torch.export", "torch._dynamo", "delegate_sdk.conformance.pipeline",
@@ -54,6 +54,16 @@ def fork_safe() -> bool:
     there too, idle; the fresh-process zygote has always forked every artifact's child in that state.
     """
     return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def exit_forked_child(code: int) -> NoReturn:
+    """End a forked child with its output flushed and without the parent's ``atexit`` handlers and finalizers
+    (they belong to the process it was forked from)."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
 
 
 class ForkedProcess:
@@ -245,11 +255,7 @@ def _fork_worker(conn: Connection, log_path: str, cwd: str) -> int:
         traceback.print_exc()
         code = 1
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        exit_forked_child(code)
 
 
 def _serve(conn: Connection) -> None:

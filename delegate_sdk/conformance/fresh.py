@@ -37,7 +37,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from delegate_sdk.conformance.forkserver import ForkedProcess, fork_safe, worker_env
+from delegate_sdk.conformance.forkserver import ForkedProcess, exit_forked_child, fork_safe, worker_env
 
 #: where reading a file is part of running Python and a vendor runtime, not a leftover of compilation
 _SYSTEM_ROOTS = ("/proc", "/sys", "/dev", "/etc", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/opt", "/run")
@@ -154,11 +154,7 @@ def _child(job: Path, artifact: str, inputs_path: str, out_path: str) -> None:
             pass
         code = 3
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        exit_forked_child(code)
 
 
 def _wait(pid: int, timeout: float) -> tuple[str, int]:
@@ -301,7 +297,7 @@ class FreshProcess:
             except BaseException:  # noqa: BLE001 - nothing may escape a forked child
                 code = 3
             finally:
-                os._exit(code)
+                exit_forked_child(code)
         theirs.close()
         fresh._proc = _ForkedChild(pid)
         fresh._conn = Connection(ours.detach())
